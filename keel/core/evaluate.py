@@ -1,6 +1,6 @@
-"""Classification metrics, confusion-matrix drift, and paired candidate-vs-production comparison.
+"""Classification metrics, confusion-matrix drift and the paired candidate-vs-production comparison.
 
-Significance tests (DeLong, McNemar, paired bootstrap with Holm correction) are written on numpy/scipy.
+Significance tests (DeLong, McNemar, paired bootstrap, Holm) are written on numpy and scipy.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: flo
 
 
 def confusion_drift(reference: list[list[int]], current: list[list[int]]) -> dict:
-    """Chi-square test that the current confusion cells (tn, fp, fn, tp) are spread unlike the reference's."""
+    """Chi-square test that the current confusion cells (tn, fp, fn, tp) differ from reference."""
     try:
         ref = np.asarray(reference, dtype=np.float64).reshape(-1)
         cur = np.asarray(current, dtype=np.float64).reshape(-1)
@@ -146,15 +146,13 @@ def delong_test(y_true: Any, proba_a: Any, proba_b: Any, alpha: float = 0.05) ->
     delta = auc_a - auc_b
     se = math.sqrt(var)
     half = stats.norm.ppf(1 - alpha / 2) * se
-    if se > 0:
-        z: float | None = delta / se
+    z = delta / se if se > 0 else None
+    if z is not None:
         p_value = float(2 * stats.norm.sf(abs(z)))
     else:  # degenerate placements (e.g. identical rankings): no sampling spread to test against
-        z, p_value = None, 1.0 if delta == 0 else 0.0
-    return {
-        "auc_a": auc_a, "auc_b": auc_b, "delta": delta, "se": se, "z": z, "p_value": p_value,
-        "ci_low": delta - half, "ci_high": delta + half, "alpha": alpha, "n_pos": m, "n_neg": n,
-    }
+        p_value = 1.0 if delta == 0 else 0.0
+    values = (auc_a, auc_b, delta, se, z, p_value, delta - half, delta + half)
+    return {**dict(zip(keys, values, strict=True)), "alpha": alpha, "n_pos": m, "n_neg": n}
 
 
 def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any) -> dict:
@@ -209,7 +207,9 @@ def _weighted_auc(w: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / den, np.nan)
 
 
-def _boot_values(metric: str, w: np.ndarray, y: np.ndarray, p: np.ndarray, threshold: float) -> np.ndarray:
+def _boot_values(
+    metric: str, w: np.ndarray, y: np.ndarray, p: np.ndarray, threshold: float
+) -> np.ndarray:
     """One model's metric on every resample; w holds how often each row was drawn."""
     pred = (p >= threshold).astype(np.float64)
     yf = y.astype(np.float64)
@@ -240,10 +240,16 @@ def _resample_weights(rng: np.random.Generator, n_boot: int, n: int) -> Any:
 
 
 def paired_bootstrap(
-    y_true: Any, proba_a: Any, proba_b: Any, metrics: Sequence[str], *,
-    n_boot: int = 1000, seed: int = 0, threshold: float = 0.5,
+    y_true: Any,
+    proba_a: Any,
+    proba_b: Any,
+    metrics: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    threshold: float = 0.5,
 ) -> dict[str, np.ndarray]:
-    """Bootstrap improvement (a over b, higher-is-better orientation) per metric, same resamples for both."""
+    """Per-metric bootstrap improvement of a over b (higher is better), same resamples for both."""
     y = _as_labels(y_true)
     a, b = _as_proba(proba_a, y.size), _as_proba(proba_b, y.size)
     rng = np.random.default_rng(seed)
@@ -256,14 +262,14 @@ def paired_bootstrap(
 
 
 def _boot_summary(imp: np.ndarray, alpha: float) -> tuple[float | None, float | None, float | None]:
-    """Percentile CI and two-sided bootstrap p-value (share of resamples on the far side of zero)."""
+    """Percentile CI and two-sided bootstrap p-value (share of resamples across zero)."""
     imp = imp[np.isfinite(imp)]
     if imp.size == 0:
         return None, None, None
-    lo, hi = np.percentile(imp, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    k = imp.size
-    share = min((np.sum(imp <= 0) + 1) / (k + 1), (np.sum(imp >= 0) + 1) / (k + 1))
-    return float(lo), float(hi), float(min(1.0, 2 * share))
+    lo, hi = (float(q) for q in np.percentile(imp, [100 * alpha / 2, 100 * (1 - alpha / 2)]))
+    below, above = int(np.sum(imp <= 0)), int(np.sum(imp >= 0))
+    share = (min(below, above) + 1) / (imp.size + 1)
+    return lo, hi, min(1.0, 2 * share)
 
 
 # --- comparison -----------------------------------------------------------------------------------
@@ -271,7 +277,7 @@ def _boot_summary(imp: np.ndarray, alpha: float) -> tuple[float | None, float | 
 
 @dataclass
 class MetricComparison:
-    """One metric, candidate vs production; improvement = delta, sign-flipped when lower is better."""
+    """One metric, candidate vs production; improvement = delta, negated when lower is better."""
 
     metric: str
     candidate: float | None
@@ -329,8 +335,16 @@ def _improvement(metric: str, delta: float | None) -> float | None:
 def _auc_comparison(y: np.ndarray, c: np.ndarray, p: np.ndarray, alpha: float) -> MetricComparison:
     r = delong_test(y, c, p, alpha=alpha)
     return MetricComparison(
-        "roc_auc", r["auc_a"], r["auc_b"], r["delta"], r["delta"],
-        r["ci_low"], r["ci_high"], r["p_value"], None, "delong",
+        "roc_auc",
+        r["auc_a"],
+        r["auc_b"],
+        r["delta"],
+        r["delta"],
+        r["ci_low"],
+        r["ci_high"],
+        r["p_value"],
+        None,
+        "delong",
     )
 
 
@@ -345,7 +359,7 @@ def compare_models(
     seed: int = 0,
     threshold: float = 0.5,
 ) -> Comparison:
-    """Compare candidate with production on the same rows: deltas, CIs, Holm-adjusted p-values, churn.
+    """Compare candidate and production on the same rows: deltas, CIs, Holm-adjusted p, churn.
 
     ROC AUC uses DeLong; accuracy uses McNemar for its p-value and the paired bootstrap for its CI;
     every other metric uses the paired bootstrap. n_boot=0 skips the bootstrap (CIs left None).
@@ -357,7 +371,10 @@ def compare_models(
         raise ConfigError(f"alpha must be between 0 and 1, got {alpha}")
     y = _as_labels(y_true)
     c, p = _as_proba(proba_candidate, y.size), _as_proba(proba_production, y.size)
-    cand_m, prod_m = classification_metrics(y, c, threshold), classification_metrics(y, p, threshold)
+    cand_m, prod_m = (
+        classification_metrics(y, c, threshold),
+        classification_metrics(y, p, threshold),
+    )
     boot_names = [m for m in metrics if m != "roc_auc"] if n_boot > 0 else []
     boot = paired_bootstrap(y, c, p, boot_names, n_boot=n_boot, seed=seed, threshold=threshold)
     out: dict[str, MetricComparison] = {}
@@ -371,7 +388,16 @@ def compare_models(
         if m == "accuracy":
             test, p_value = "mcnemar", mcnemar_test(y, c >= threshold, p >= threshold)["p_value"]
         out[m] = MetricComparison(
-            m, cand_m[m], prod_m[m], delta, _improvement(m, delta), lo, hi, p_value, None, test,
+            m,
+            cand_m[m],
+            prod_m[m],
+            delta,
+            _improvement(m, delta),
+            lo,
+            hi,
+            p_value,
+            None,
+            test,
         )
     for mc, adj in zip(out.values(), holm([mc.p_value for mc in out.values()]), strict=True):
         mc.p_adjusted = adj

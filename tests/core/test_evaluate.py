@@ -1,4 +1,4 @@
-"""Tests for keel.core.evaluate: metrics against sklearn, DeLong, McNemar, bootstrap, Holm, churn."""
+"""Tests for keel.core.evaluate: metrics vs sklearn, DeLong, McNemar, bootstrap, Holm, churn."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _scores(seed: int, n: int, noise: float = 1.0) -> tuple[np.ndarray, np.ndarr
     return y, proba
 
 
-# --- classification_metrics -----------------------------------------------------------------------
+# --- classification_metrics ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -75,7 +75,7 @@ def test_metrics_reject_bad_input() -> None:
         classification_metrics(np.array([], int), np.array([]))
 
 
-# --- confusion drift -------------------------------------------------------------------------------
+# --- confusion drift -----------------------------------------------------------------------------
 
 
 def test_confusion_drift_hand_checked() -> None:
@@ -100,15 +100,17 @@ def test_confusion_drift_same_shape_and_empty_cells() -> None:
         confusion_drift([[1, 2], [3]], [[1, 2], [3, 4]])
 
 
-# --- DeLong ----------------------------------------------------------------------------------------
+# --- DeLong --------------------------------------------------------------------------------------
 
 
 def _naive_delong(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """DeLong (1988) from the full pairwise kernel matrix: O(m n), independent of the rank shortcut."""
+    """DeLong (1988) from the full pairwise kernel: O(m n), independent of the rank shortcut."""
+
     def comps(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         diff = s[y == 1][:, None] - s[y == 0][None, :]
         psi = (diff > 0) + 0.5 * (diff == 0)
         return psi.mean(axis=1), psi.mean(axis=0)
+
     (a10, a01), (b10, b01) = comps(a), comps(b)
     var = np.cov(a10 - b10) / a10.size + np.cov(a01 - b01) / a01.size
     return float(a10.mean() - b10.mean()), float(math.sqrt(var))
@@ -156,7 +158,9 @@ def test_delong_p_values_uniform_under_null() -> None:
         rng = np.random.default_rng(seed)
         s = rng.normal(size=400)
         y = (rng.random(400) < 1 / (1 + np.exp(-2 * s))).astype(int)
-        p_values.append(delong_test(y, s + rng.normal(0, 1, 400), s + rng.normal(0, 1, 400))["p_value"])
+        p_values.append(
+            delong_test(y, s + rng.normal(0, 1, 400), s + rng.normal(0, 1, 400))["p_value"]
+        )
     p = np.array(p_values)
     assert 0.015 <= np.mean(p < 0.05) <= 0.09
     assert stats.kstest(p, "uniform").pvalue > 0.01
@@ -170,7 +174,7 @@ def test_delong_degenerate_inputs() -> None:
     assert same["delta"] == 0 and same["p_value"] == 1.0 and same["z"] is None
 
 
-# --- McNemar ---------------------------------------------------------------------------------------
+# --- McNemar -------------------------------------------------------------------------------------
 
 
 def _paired(b: int, c: int, both_right: int = 40, both_wrong: int = 7) -> tuple[np.ndarray, ...]:
@@ -198,7 +202,7 @@ def test_mcnemar_chi2_branch_with_continuity() -> None:
     assert mcnemar_test(*_paired(13, 12))["method"] == "chi2"  # 25 discordant
 
 
-# --- Holm, bootstrap, compare_models ---------------------------------------------------------------
+# --- Holm, bootstrap, compare_models -------------------------------------------------------------
 
 
 def test_holm_hand_checked() -> None:
@@ -227,7 +231,9 @@ def test_paired_bootstrap_shares_resamples_and_chunks() -> None:
 def test_compare_models_values_and_orientation() -> None:
     y, prod = _scores(5, 2000, noise=1.5)
     rng = np.random.default_rng(6)
-    cand = 1 / (1 + np.exp(-(np.log(prod / (1 - prod)) * 0.5 + 2 * (y - 0.5) + rng.normal(0, 0.3, 2000))))
+    cand = 1 / (
+        1 + np.exp(-(np.log(prod / (1 - prod)) * 0.5 + 2 * (y - 0.5) + rng.normal(0, 0.3, 2000)))
+    )
     cmp_ = compare_models(y, cand, prod, n_boot=400, seed=1)
     cm, pm = classification_metrics(y, cand), classification_metrics(y, prod)
     assert cmp_.candidate_metrics == cm and cmp_.production_metrics == pm
