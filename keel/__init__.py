@@ -1,0 +1,3 @@
+"""keel keeps machine-learning models honest in production."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,60 @@
+"""The `keel` command: one entry point; each command group lives in its own module."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from keel.core.errors import KeelError
+
+
+class KeelGroup(click.Group):
+    """Turns every failure into one clear line and an exit code; --debug shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeelError as exc:
+            _fail(ctx, str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", 130)
+        except Exception as exc:  # the last line of defence: never a traceback by default
+            _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)", 1)
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    if os.environ.get("KEEL_DEBUG") or (ctx.obj or {}).get("debug"):
+        traceback.print_exc()
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    click.echo(f"keel: {first}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=KeelGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="keel")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """keel keeps machine-learning models honest in production."""
+    ctx.obj = {"debug": debug}
+
+
+def _register() -> None:
+    from keel.cli import init, models, pipeline, runs
+
+    for module in (pipeline, runs, models, init):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="keel")

@@ -1,0 +1,212 @@
+"""keel's configuration: environment settings (KEEL_*) and the per-project keel.toml.
+
+Every key has a documented default; unknown keys and bad values raise ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keel.core.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Where keel keeps its state; read from the environment (prefix KEEL_)."""
+
+    model_config = SettingsConfigDict(env_prefix="KEEL_", extra="ignore")
+
+    home: Path = Field(default=Path(".keel"), description="state folder (store, artifacts, Prefect)")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite")
+    artifacts_url: str | None = Field(default=None, description="artifact folder; default HOME/artifacts")
+
+    @property
+    def home_path(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home_path / 'keel.db'}"
+
+    @property
+    def artifacts_path(self) -> Path:
+        if self.artifacts_url:
+            url = self.artifacts_url
+            return Path(url[len("file://") :] if url.startswith("file://") else url).expanduser()
+        return self.home_path / "artifacts"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ContractConfig(_Section):
+    """[contract]: the data contract and quarantine."""
+
+    max_bad_share: float = Field(0.05, ge=0.0, le=1.0, description="bad-row share that quarantines the batch")
+    ranges: dict[str, list[float]] = Field(default_factory=dict, description="declared [min, max] per numeric column; rows outside are quarantined")
+    max_null_share: float = Field(0.5, ge=0.0, le=1.0, description="per-column null share above which the batch is rejected")
+
+    @field_validator("ranges")
+    @classmethod
+    def _ranges(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for column, bounds in value.items():
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise ValueError(f"range for '{column}' must be [min, max] with min <= max")
+        return value
+
+
+class DriftConfig(_Section):
+    """[drift]: drift tests, corrections and effect-size floors."""
+
+    engine: Literal["alibi", "scipy"] = "alibi"
+    p_value: float = Field(0.05, gt=0.0, lt=1.0)
+    correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    psi_threshold: float = Field(0.2, ge=0.0)
+    wasserstein_threshold: float = Field(0.1, ge=0.0)
+    numeric_effect: Literal["wasserstein", "psi"] = "wasserstein"
+    sample_size: int = Field(100_000, ge=100)
+    seed: int = 0
+
+
+class MonitorConfig(_Section):
+    """[monitor]: production metrics on labelled batches."""
+
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="probability cut-off for the positive class")
+    metric: str = Field("roc_auc", description="the metric whose drop triggers retraining")
+    max_drop: float = Field(0.02, ge=0.0, description="drop from the training-time value that triggers retraining")
+
+
+class RetrainConfig(_Section):
+    """[retrain]: when and on what to retrain."""
+
+    window: int = Field(3, ge=1, description="train on the last N labelled batches")
+    every: int = Field(0, ge=0, description="retrain every N batches regardless (0 = never by schedule)")
+    on_drift: bool = True
+    min_drifted: int = Field(1, ge=1, description="drifted features needed to trigger retraining")
+    on_drop: bool = True
+    cooldown: int = Field(1, ge=0, description="batches to wait after a training before the next one")
+    holdout_share: float = Field(0.3, gt=0.0, lt=1.0, description="share of the newest batch held out for evaluation")
+    seed: int = 42
+    params: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters over keel's defaults")
+    num_boost_round: int = Field(200, ge=1)
+
+
+class GateConfig(_Section):
+    """[gate]: the promotion policy."""
+
+    metric: str = "roc_auc"
+    margin: float = Field(0.01, ge=0.0)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    auto_promote: bool = True
+    max_churn: float | None = Field(None, ge=0.0, le=1.0)
+    guard_metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+    minimums: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
+    review_on_drift: bool = False
+    n_boot: int = Field(500, ge=50)
+
+
+class ReviewConfig(_Section):
+    """[review]: who may decide, and whether a flagged run waits."""
+
+    approvers: list[str] = Field(default_factory=list, description="OS users who may approve, reject, promote and roll back; empty = anyone")
+    required_approvals: int = Field(1, ge=1)
+    wait: bool = False
+    timeout: int = Field(3600, ge=1, description="seconds a waiting run waits before rejecting")
+
+
+class AlertsConfig(_Section):
+    """[alerts]: alert rules and delivery."""
+
+    urls: list[str] = Field(default_factory=list, description="Apprise URLs")
+    on_drift: bool = True
+    on_drop: bool = True
+    on_failure: bool = True
+    on_quarantine: bool = True
+    persist_k: int = Field(1, ge=1, description="fire after k of the last n batches")
+    persist_n: int = Field(1, ge=1)
+    cooldown: int = Field(0, ge=0, description="batches between two alerts of one rule")
+
+
+class StoreConfig(_Section):
+    """[store]: overrides of KEEL_DATABASE_URL / KEEL_ARTIFACTS_URL for this project."""
+
+    database_url: str | None = None
+    artifacts_url: str | None = None
+
+
+class ProjectConfig(_Section):
+    """keel.toml: one model on one kind of tabular data."""
+
+    model: str = Field(min_length=1, description="registry name of the model")
+    target: str = Field(min_length=1, description="label column")
+    positive: str | int | bool | None = Field(None, description="the positive class value")
+    id: str | None = Field(None, description="row id column")
+    timestamp: str | None = Field(None, description="event time column (never a feature)")
+    categorical: list[str] | None = Field(None, description="categorical features; default: string columns")
+    exclude: list[str] = Field(default_factory=list, description="columns that are never features")
+    contract: ContractConfig = Field(default_factory=ContractConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("use letters, digits, '-', '_' or '.'")
+        return value
+
+    def config_hash(self) -> str:
+        """A stable hash of the whole configuration."""
+        return hashlib.sha256(
+            json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest()[:16]
+
+    def settings(self, base: Settings | None = None) -> Settings:
+        """The environment settings with this project's [store] overrides applied."""
+        base = base or Settings()
+        updates = {k: v for k, v in self.store.model_dump().items() if v is not None}
+        return base.model_copy(update=updates) if updates else base
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def parse_config(data: dict[str, Any], source: str = "keel.toml") -> ProjectConfig:
+    """Validate a parsed keel.toml, turning the first problem into a ConfigError naming the key."""
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = _key_path(err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"{source}: unknown key '{key}'") from None
+        if err["type"] == "missing":
+            raise ConfigError(f"{source}: required key '{key}' is missing") from None
+        raise ConfigError(f"{source}: bad value for '{key}': {err['msg']}") from None
+
+
+def load_config(path: str | Path | None = None) -> ProjectConfig:
+    """Read keel.toml (default: ./keel.toml)."""
+    path = Path(path) if path else Path("keel.toml")
+    if not path.exists():
+        raise ConfigError(f"{path}: no such configuration file (run 'keel init' to write one)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, source=str(path))

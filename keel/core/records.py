@@ -1,0 +1,189 @@
+"""Store writes of a pipeline run: runs, stages, datasets, quarantine, predictions, drift, metrics.
+
+Every write is keyed by a natural key, so writing the same fact twice leaves one row.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlmodel import col, func, select
+
+from keel.core.store.engine import insert_ignore
+from keel.core.store.models import (
+    DatasetLineage,
+    DatasetVersion,
+    DriftReport,
+    FeatureDrift,
+    MetricPoint,
+    ModelVersion,
+    PipelineRun,
+    Prediction,
+    Quarantine,
+    StageRun,
+    utcnow,
+)
+from keel.core.workspace import Workspace
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN and infinities to None."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def start_run(ws: Workspace, source: str, flow_run_id: str | None, flow: str = "run_pipeline") -> str:
+    run_id = str(uuid.uuid4())
+    with ws.session() as session:
+        session.add(PipelineRun(id=run_id, flow_run_id=flow_run_id, flow=flow, model_name=ws.cfg.model,
+                                source=source, config_hash=ws.cfg.config_hash()))
+    return run_id
+
+
+def update_run(ws: Workspace, run_id: str, **fields: Any) -> None:
+    with ws.session() as session:
+        run = session.get(PipelineRun, run_id)
+        assert run is not None
+        for key, value in fields.items():
+            setattr(run, key, clean(value) if isinstance(value, dict | list) else value)
+        session.add(run)
+
+
+def finish_run(ws: Workspace, run_id: str, status: str, **fields: Any) -> None:
+    update_run(ws, run_id, status=status, finished_at=utcnow(), **fields)
+
+
+def record_stage(ws: Workspace, run_id: str, name: str, status: str, cached: bool, duration_ms: float,
+                 detail: dict[str, Any] | None = None) -> None:
+    with ws.session() as session:
+        insert_ignore(session, StageRun, [{
+            "run_id": run_id, "name": name, "status": status, "cached": cached,
+            "duration_ms": duration_ms, "detail": clean(detail), "started_at": utcnow(),
+        }])
+
+
+def register_dataset(ws: Workspace, row: dict[str, Any], parents: list[str] = ()) -> None:  # type: ignore[assignment]
+    with ws.session() as session:
+        insert_ignore(session, DatasetVersion, [{**row, "created_at": utcnow()}])
+        insert_ignore(session, DatasetLineage, [{"parent_id": p, "child_id": row["id"]} for p in parents])
+
+
+def completed_run(ws: Workspace, batch_id: str) -> PipelineRun | None:
+    """The first run that finished this batch for this model under this configuration."""
+    with ws.session() as session:
+        return session.exec(
+            select(PipelineRun).where(
+                PipelineRun.model_name == ws.cfg.model, PipelineRun.batch_id == batch_id,
+                PipelineRun.config_hash == ws.cfg.config_hash(), PipelineRun.replay_of == None,  # noqa: E711
+                col(PipelineRun.status).in_(("completed", "quarantined")),
+            ).order_by(col(PipelineRun.started_at))
+        ).first()
+
+
+def record_quarantine(ws: Workspace, dataset_id: str, bad: list[tuple[int, str]], ids: list[str] | None,
+                      batch_reason: str | None) -> None:
+    rows = [{"dataset_id": dataset_id, "row_index": i, "row_id": ids[i] if ids else None, "reason": r,
+             "whole_batch": False, "replayed": False, "created_at": utcnow()} for i, r in bad]
+    if batch_reason:
+        rows.append({"dataset_id": dataset_id, "row_index": -1, "row_id": None, "reason": batch_reason,
+                     "whole_batch": True, "replayed": False, "created_at": utcnow()})
+    with ws.session() as session:
+        for start in range(0, len(rows), 5000):
+            insert_ignore(session, Quarantine, rows[start:start + 5000])
+
+
+def quarantined_rows(ws: Workspace, dataset_id: str) -> list[int]:
+    with ws.session() as session:
+        return list(session.exec(
+            select(Quarantine.row_index).where(Quarantine.dataset_id == dataset_id, Quarantine.row_index >= 0)
+        ).all())
+
+
+def record_predictions(ws: Workspace, dataset_id: str, model_version_id: int, ids: list[str], scores: np.ndarray,
+                       actual: np.ndarray, threshold: float, run_id: str) -> None:
+    labels = (scores >= threshold).astype(int).tolist()
+    act = [None if math.isnan(a) else int(a) for a in actual.tolist()]
+    rows = [{"dataset_id": dataset_id, "row_id": i, "model_version_id": model_version_id, "score": s,
+             "label": lab, "actual": a, "run_id": run_id}
+            for i, s, lab, a in zip(ids, scores.tolist(), labels, act, strict=True)]
+    with ws.session() as session:
+        for start in range(0, len(rows), 20000):
+            insert_ignore(session, Prediction, rows[start:start + 20000])
+
+
+def record_drift(ws: Workspace, dataset_id: str, reference_id: str, settings_hash: str, run_id: str,
+                 report: dict[str, Any]) -> None:
+    with ws.session() as session:
+        existing = session.exec(select(DriftReport).where(
+            DriftReport.dataset_id == dataset_id, DriftReport.reference_id == reference_id,
+            DriftReport.settings_hash == settings_hash)).first()
+        if existing is not None:
+            return
+        features = report.get("features", [])
+        row = DriftReport(dataset_id=dataset_id, reference_id=reference_id, settings_hash=settings_hash,
+                          run_id=run_id, engine=report.get("engine", ""), detected=bool(report.get("detected")),
+                          n_drifted=sum(1 for f in features if f.get("drifted")),
+                          summary=clean({k: v for k, v in report.items() if k != "features"}))
+        session.add(row)
+        session.flush()
+        keys = {"name", "kind", "test", "statistic", "p_value", "p_corrected", "effect_size", "effect_metric",
+                "drifted", "importance_rank"}
+        session.add_all([
+            FeatureDrift(report_id=row.id or 0, feature=f["name"], kind=f.get("kind", ""), test=f.get("test", ""),
+                         statistic=f.get("statistic"), p_value=f.get("p_value"), p_corrected=f.get("p_corrected"),
+                         effect_size=f.get("effect_size"), effect_metric=f.get("effect_metric"),
+                         drifted=bool(f.get("drifted")), importance_rank=f.get("importance_rank"),
+                         detail=clean({k: v for k, v in f.items() if k not in keys}))
+            for f in features
+        ])
+
+
+def record_metrics(ws: Workspace, model_version_id: int, dataset_id: str, scope: str, metrics: dict[str, Any],
+                   run_id: str | None, thresholds: dict[str, tuple[float | None, float | None]] | None = None,
+                   alerts: set[str] | None = None) -> None:
+    thresholds, alerts = thresholds or {}, alerts or set()
+    rows = []
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number) and value is not None:
+            continue
+        lo, hi = thresholds.get(name, (None, None))
+        rows.append({"model_name": ws.cfg.model, "model_version_id": model_version_id, "dataset_id": dataset_id,
+                     "run_id": run_id, "scope": scope, "name": name, "value": clean(value), "lower": lo, "upper": hi,
+                     "alert": name in alerts, "at": utcnow()})
+    with ws.session() as session:
+        insert_ignore(session, MetricPoint, rows)
+
+
+def register_model(ws: Workspace, fields: dict[str, Any]) -> ModelVersion:
+    """Find the model version with these natural keys, or add it with the next version number."""
+    key = (ModelVersion.model_name == fields["model_name"],
+           ModelVersion.train_dataset_id == fields["train_dataset_id"],
+           ModelVersion.params_hash == fields["params_hash"], ModelVersion.code_hash == fields["code_hash"])
+    for _ in range(5):
+        with ws.session() as session:
+            found = session.exec(select(ModelVersion).where(*key)).first()
+            if found is not None:
+                return found
+        try:
+            with ws.session() as session:
+                top = session.exec(select(func.max(ModelVersion.version)).where(
+                    ModelVersion.model_name == fields["model_name"])).one()
+                mv = ModelVersion(**clean(fields), version=(top or 0) + 1)
+                session.add(mv)
+                session.flush()
+                session.refresh(mv)
+                return mv
+        except SAIntegrityError:
+            continue  # another writer took the number or the natural key: look again
+    raise RuntimeError("could not register the model version")  # pragma: no cover

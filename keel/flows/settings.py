@@ -1,0 +1,29 @@
+"""Prefect's settings for keel: state under KEEL_HOME, telemetry off, quiet logs, persisted results.
+
+Must run before Prefect is imported; a user's own PREFECT_* environment always wins.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def configure_prefect(home: Path) -> None:
+    prefect_home = home / "prefect"
+    defaults = {
+        "PREFECT_HOME": str(prefect_home),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_LOCAL_STORAGE_PATH": str(prefect_home / "storage"),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_TO_API_ENABLED": "false",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_TASKS_REFRESH_CACHE": "false",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    prefect_home.mkdir(parents=True, exist_ok=True)
