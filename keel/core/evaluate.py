@@ -335,17 +335,10 @@ def _improvement(metric: str, delta: float | None) -> float | None:
 def _auc_comparison(y: np.ndarray, c: np.ndarray, p: np.ndarray, alpha: float) -> MetricComparison:
     r = delong_test(y, c, p, alpha=alpha)
     return MetricComparison(
-        "roc_auc",
-        r["auc_a"],
-        r["auc_b"],
-        r["delta"],
-        r["delta"],
-        r["ci_low"],
-        r["ci_high"],
-        r["p_value"],
-        None,
-        "delong",
-    )
+        metric="roc_auc", candidate=r["auc_a"], production=r["auc_b"], delta=r["delta"],
+        improvement=r["delta"], ci_low=r["ci_low"], ci_high=r["ci_high"],
+        p_value=r["p_value"], p_adjusted=None, test="delong",
+    )  # fmt: skip
 
 
 def compare_models(
@@ -388,17 +381,10 @@ def compare_models(
         if m == "accuracy":
             test, p_value = "mcnemar", mcnemar_test(y, c >= threshold, p >= threshold)["p_value"]
         out[m] = MetricComparison(
-            m,
-            cand_m[m],
-            prod_m[m],
-            delta,
-            _improvement(m, delta),
-            lo,
-            hi,
-            p_value,
-            None,
-            test,
-        )
+            metric=m, candidate=cand_m[m], production=prod_m[m], delta=delta,
+            improvement=_improvement(m, delta), ci_low=lo, ci_high=hi,
+            p_value=p_value, p_adjusted=None, test=test,
+        )  # fmt: skip
     for mc, adj in zip(out.values(), holm([mc.p_value for mc in out.values()]), strict=True):
         mc.p_adjusted = adj
     churn = float(np.mean((c >= threshold) != (p >= threshold)))
