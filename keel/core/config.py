@@ -53,7 +53,7 @@ class ContractConfig(_Section):
 
     max_bad_share: float = Field(0.05, ge=0.0, le=1.0, description="bad-row share that quarantines the batch")
     ranges: dict[str, list[float]] = Field(default_factory=dict, description="declared [min, max] per numeric column; rows outside are quarantined")
-    max_null_share: float = Field(0.5, ge=0.0, le=1.0, description="per-column null share above which the batch is rejected")
+    max_null_increase: float = Field(0.3, ge=0.0, le=1.0, description="rise of a column's null share over the reference's that rejects the batch")
 
     @field_validator("ranges")
     @classmethod

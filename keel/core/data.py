@@ -188,7 +188,7 @@ def label_array(frame: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
     col = frame[spec.target]
     as_str = col.cast(pl.String).str.to_lowercase() if col.dtype == pl.Boolean else col.cast(pl.String)
     positive = spec.positive.lower() if col.dtype == pl.Boolean else spec.positive
-    out = (as_str == positive).cast(pl.Float64).to_numpy()
+    out = (as_str == positive).cast(pl.Float64).to_numpy().copy()
     out[col.is_null().to_numpy()] = np.nan
     return out
 
@@ -211,6 +211,7 @@ class Contract:
     labels: list[str]
     ranges: dict[str, list[float]] = field(default_factory=dict)
     id: str | None = None
+    null_shares: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -235,7 +236,9 @@ def _kind(dtype: pl.DataType) -> str:
 def learn_contract(cfg: ProjectConfig, frame: pl.DataFrame, spec: FeatureSpec) -> Contract:
     cols = [c for c in (*spec.features, spec.target) if c in frame.columns]
     labels = _label_strings(frame[spec.target])
-    return Contract({c: _kind(frame.schema[c]) for c in cols}, spec.target, labels, dict(cfg.contract.ranges), spec.id)
+    nulls = {c: frame[c].null_count() / frame.height for c in spec.features} if frame.height else {}
+    return Contract({c: _kind(frame.schema[c]) for c in cols}, spec.target, labels, dict(cfg.contract.ranges),
+                    spec.id, nulls)
 
 
 @dataclass
@@ -277,12 +280,13 @@ def validate(frame: pl.DataFrame, contract: Contract, cfg: ProjectConfig) -> Val
         actual = _kind(frame.schema[col])
         if not _compatible(kind, actual):
             return Validation(rows, [], f"column '{col}' is {actual}, the contract says {kind}")
-    limit = cfg.contract.max_null_share
+    rise = cfg.contract.max_null_increase
     for col in contract.columns:
         if col in frame.columns and col != contract.target:
-            share = frame[col].null_count() / rows
-            if share > limit:
-                return Validation(rows, [], f"column '{col}' is {share:.0%} null (limit {limit:.0%})")
+            share, usual = frame[col].null_count() / rows, contract.null_shares.get(col, 0.0)
+            if share > usual + rise:
+                return Validation(rows, [], f"column '{col}' is {share:.0%} null, {usual:.0%} in the reference "
+                                            f"(limit +{rise:.0%})")
     checks: list[tuple[str, pl.Expr]] = []
     for col, (lo, hi) in contract.ranges.items():
         if col in frame.columns and frame.schema[col].is_numeric():

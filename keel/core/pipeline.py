@@ -269,14 +269,18 @@ def evaluate(ws: Workspace, holdout_id: str, candidate: dict[str, Any], producti
 
 
 def gate(ws: Workspace, evaluation: dict[str, Any], drift_detected: bool) -> dict[str, Any]:
-    from keel.core.evaluate import Comparison
+    from keel.core.evaluate import Comparison, MetricComparison
     from keel.core.gate import GatePolicy, decide
 
     g = ws.cfg.gate
     policy = GatePolicy(metric=g.metric, margin=g.margin, alpha=g.alpha, auto_promote=g.auto_promote,
                         max_churn=g.max_churn, guard_metrics=tuple(g.guard_metrics), minimums=dict(g.minimums),
                         review_on_drift=g.review_on_drift)
-    comparison = Comparison.from_dict(evaluation["comparison"]) if "comparison" in evaluation else None
+    comparison = None
+    if "comparison" in evaluation:
+        data = evaluation["comparison"]
+        metrics = {k: MetricComparison(**v) for k, v in data["metrics"].items()}
+        comparison = Comparison(**{**data, "metrics": metrics})
     return decide(policy, evaluation["candidate"], comparison, drift_detected=drift_detected).to_dict()
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-29 08:03:50.288879
+Create Date: 2026-11-29
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def upgrade() -> None:
     sa.Column('prev_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('hash')
+    sa.UniqueConstraint('hash'),
+    sa.UniqueConstraint('prev_hash')
     )
     with op.batch_alter_table('audit_event', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_audit_event_model_name'), ['model_name'], unique=False)
@@ -94,6 +95,10 @@ def upgrade() -> None:
     sa.Column('summary', sa.JSON(), nullable=True),
     sa.Column('error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('config_hash', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
+    sa.Column('replay_of', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True),
+    sa.Column('production_before', sa.Integer(), nullable=True),
+    sa.Column('production_after', sa.Integer(), nullable=True),
+    sa.Column('model_version_id', sa.Integer(), nullable=True),
     sa.Column('started_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('finished_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id')
@@ -159,12 +164,15 @@ def upgrade() -> None:
     sa.Column('features', sa.JSON(), nullable=True),
     sa.Column('categorical', sa.JSON(), nullable=True),
     sa.Column('categories', sa.JSON(), nullable=True),
+    sa.Column('num_boost_round', sa.Integer(), nullable=False),
     sa.Column('importance', sa.JSON(), nullable=True),
     sa.Column('positive', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('artifact_sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('artifact_uri', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('run_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True),
     sa.Column('train_metrics', sa.JSON(), nullable=True),
+    sa.Column('contract', sa.JSON(), nullable=True),
+    sa.Column('spec', sa.JSON(), nullable=True),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['holdout_dataset_id'], ['dataset_version.id'], ),
     sa.ForeignKeyConstraint(['train_dataset_id'], ['dataset_version.id'], ),
@@ -195,9 +203,11 @@ def upgrade() -> None:
     sa.Column('model_name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('alias', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('model_version_id', sa.Integer(), nullable=False),
+    sa.Column('previous_version_id', sa.Integer(), nullable=True),
     sa.Column('revision', sa.Integer(), nullable=False),
     sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['model_version_id'], ['model_version.id'], ),
+    sa.ForeignKeyConstraint(['previous_version_id'], ['model_version.id'], ),
     sa.PrimaryKeyConstraint('model_name', 'alias')
     )
     op.create_table('metric_point',
