@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import click
@@ -24,13 +23,11 @@ def _run_flow(batch: str, config: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def run_cmd(batch: str, config: str, as_json: bool) -> None:
     """Run the pipeline on one CSV or Parquet BATCH."""
+    from keel.core.pipeline import preflight
     from keel.core.workspace import Workspace
 
-    Workspace.open(config)  # a bad keel.toml fails here, before Prefect starts
-    if not Path(batch).exists():
-        from keel.core.errors import UsageError
-
-        raise UsageError(f"{batch}: no such file")
+    # a bad keel.toml or an unreadable batch fails here, before Prefect starts or the store is touched
+    preflight(Workspace.open(config), batch)
     summary = _run_flow(batch, config)
     if as_json:
         emit_json(summary)

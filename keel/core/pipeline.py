@@ -50,6 +50,14 @@ def ingest(ws: Workspace, path: str) -> dict[str, Any]:
     return row
 
 
+def preflight(ws: Workspace, path: str) -> None:
+    """Fail fast, before anything is written: the file must be readable and carry the target column."""
+    frame = read_batch(path)
+    if ws.cfg.target not in frame.columns:
+        raise DataError(f"{path}: target column '{ws.cfg.target}' is missing (columns: {', '.join(frame.columns[:10])})")
+    feature_spec(ws.cfg, frame)
+
+
 def load_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
     with ws.session() as session:
         dv = session.get(DatasetVersion, dataset_id)

@@ -19,10 +19,19 @@ from prefect.context import get_run_context
 from keel.core import pipeline as core
 from keel.core import records, registry
 from keel.core.config import Settings
+from keel.core.errors import KeelError
 from keel.core.workspace import Workspace
 
 CACHED = (INPUTS - "wsref") + TASK_SOURCE
-IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "retry_jitter_factor": 0.5}
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry I/O failures, never keel's own verdicts (a bad file stays bad)."""
+    return not isinstance(state.result(raise_on_failure=False), KeelError)
+
+
+IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "retry_jitter_factor": 0.5,
+              "retry_condition_fn": _transient}
 
 
 @lru_cache(maxsize=8)
@@ -186,7 +195,10 @@ def _pipeline(ws: Workspace, wsref: str, run_id: str, batch: str) -> dict[str, A
     summary["metrics"] = metrics
 
     n_drifted = len(summary["drift"]["drifted"]) if summary["drift"] else 0
-    retrain, why = core.should_retrain(ws, production, ds["labelled_rows"] - len(bad_rows), n_drifted, metrics)
+    if prior is not None:  # a replay takes the decisions of the first run, so it changes nothing
+        retrain, why = prior.model_version_id is not None, (prior.summary or {}).get("retrain_reasons", [])
+    else:
+        retrain, why = core.should_retrain(ws, production, ds["labelled_rows"] - len(bad_rows), n_drifted, metrics)
     records.record_stage(ws, run_id, "decide", "completed", False, 0.0, {"retrain": retrain, "reasons": why})
     summary.update(retrain=retrain, retrain_reasons=why, model_version=None)
     if not retrain:
@@ -203,7 +215,8 @@ def _retrain(ws: Workspace, wsref: str, stage: _Stages, run_id: str, summary: di
     from keel.core.train import code_hash, model_params, params_hash
 
     rc = ws.cfg.retrain
-    window = core.training_window(ws, dataset_id)
+    window = (prior.summary or {}).get("window") if prior is not None else core.training_window(ws, dataset_id)
+    summary["window"] = window
     sets = stage("datasets", datasets, wsref, window, detail=lambda r: {**r, "window": window})
     params = model_params(rc.params, rc.seed)
     code = code_hash()

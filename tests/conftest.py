@@ -1,0 +1,70 @@
+"""Shared fixtures: an isolated KEEL_HOME per test, small real demo batches, one Prefect test server."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Prefect reads its settings at import: point everything at a throwaway home before anything imports it.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="keel-tests-"))
+os.environ["KEEL_HOME"] = str(_SESSION_HOME / "home")
+os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
+os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(_SESSION_HOME / "prefect" / "storage"))
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+for _key in ("KEEL_DATABASE_URL", "KEEL_ARTIFACTS_URL", "PREFECT_API_URL"):
+    os.environ.pop(_key, None)
+
+import polars as pl  # noqa: E402
+import pytest  # noqa: E402
+
+from keel.core.demo import DEMO_CONFIG, load_flights  # noqa: E402
+
+
+@pytest.fixture
+def keel_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh KEEL_HOME (store + artifacts) for one test; the working directory is beside it."""
+    from keel.core.store.engine import dispose_engines
+
+    home = tmp_path / ".keel"
+    monkeypatch.setenv("KEEL_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    yield home
+    dispose_engines()
+
+
+@pytest.fixture(scope="session")
+def flights() -> pl.DataFrame:
+    return load_flights()
+
+
+@pytest.fixture(scope="session")
+def demo_slices(flights: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Months 1-4 of the real demo data, 3,000 rows each (seeded), as Parquet batches."""
+    folder = tmp_path_factory.mktemp("batches")
+    paths = []
+    for month in range(1, 5):
+        part = flights.filter(pl.col("month") == month).sample(3000, seed=month).sort("time_hour", "flight_id")
+        path = folder / f"flights-2013-{month:02d}.parquet"
+        part.write_parquet(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def demo_config(keel_home: Path) -> Path:
+    path = keel_home.parent / "keel.toml"
+    path.write_text(DEMO_CONFIG.replace("num_boost_round", "num_boost_round"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server for the whole session (real API, real task caching)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    import keel.flows  # noqa: F401  (configures Prefect)
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
