@@ -213,3 +213,61 @@ def rollback(ws: Workspace, model_name: str, reason: str, *, to: int | None = No
             to = target.version  # type: ignore[union-attr]
         revision = alias.revision
     return promote(ws, model_name, to, reason, actor=actor, action="rollback", expected_revision=revision)
+
+
+def may_act(ws: Workspace, actor: str | None = None) -> tuple[bool, str]:
+    """Whether the actor may approve, reject, promote and roll back, and why not (no audit)."""
+    actor = actor or current_actor()
+    approvers = ws.cfg.review.approvers
+    if not approvers or _user(actor) in approvers:
+        return True, ""
+    return False, f"{_user(actor)} is not an approver ({', '.join(approvers)})"
+
+
+def open_review_for(session: Session, model_name: str, version: int) -> Review:
+    mv = get_version(session, model_name, version)
+    review = session.exec(select(Review).where(Review.candidate_version_id == mv.id)).first()
+    if review is None:
+        raise NotFound(f"{model_name} v{version} has no review")
+    if review.status != "open":
+        decided = session.exec(select(ReviewDecision).where(ReviewDecision.review_id == review.id)
+                               .order_by(col(ReviewDecision.at).desc())).first()
+        who = f" by {decided.actor}" if decided else ""
+        raise Conflict(f"the review of {model_name} v{version} is already {review.status}{who}")
+    return review
+
+
+def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None) -> Review:
+    """Record an approval; with enough distinct approvers the candidate is promoted in the same transaction."""
+    actor = actor or current_actor()
+    check_authorised(ws, actor, "approve", model_name, version)
+
+    def work(session: Session) -> Review:
+        review = open_review_for(session, model_name, version)
+        session.add(ReviewDecision(review_id=review.id or 0, actor=actor, decision="approve", reason=reason))
+        session.flush()  # a second vote by the same person breaks the unique key: Conflict
+        votes = session.exec(select(ReviewDecision).where(ReviewDecision.review_id == review.id,
+                                                          ReviewDecision.decision == "approve")).all()
+        append_audit(session, actor, "approve", model_name, version, reason,
+                     {"review_id": review.id, "approvals": len(votes), "required": review.required_approvals})
+        if len(votes) >= review.required_approvals:
+            mv = get_version(session, model_name, version)
+            _verify_artifact(ws, mv)
+            expected = None
+            if review.production_version_id is not None:
+                alias = session.get(Alias, (model_name, PRODUCTION))
+                if alias is None or alias.model_version_id != review.production_version_id:
+                    raise Conflict(f"production of {model_name} changed since this review was opened; "
+                                   "compare again before approving")
+                expected = alias.revision
+            previous = _switch(session, model_name, mv, expected)
+            mv.status = "production"
+            review.status, review.decided_at = "approved", utcnow()
+            session.add_all([mv, review])
+            prev_version = session.get(ModelVersion, previous).version if previous else None  # type: ignore[union-attr]
+            append_audit(session, actor, "promote", model_name, version, reason,
+                         {"review_id": review.id, "previous_version": prev_version,
+                          "approvers": sorted({v.actor for v in votes})})
+        return review
+
+    return _commit(ws, work)
