@@ -175,6 +175,19 @@ class AuditEvent(SQLModel, table=True):
     hash: str = Field(max_length=64, unique=True)
 
 
+class AuditHead(SQLModel, table=True):
+    """The audit chain's head: count and newest hash, moved in the same transaction as each event.
+
+    Lets `keel audit verify` notice the removal of the newest events, which the chain alone cannot.
+    """
+
+    __tablename__ = "audit_head"
+    id: int = Field(default=1, primary_key=True)
+    count: int = 0
+    hash: str = Field(max_length=64)
+    event_id: int | None = None
+
+
 class MetricPoint(SQLModel, table=True):
     """One metric value: which model, on which data, in which run, against which thresholds."""
 
