@@ -1,0 +1,108 @@
+"""Reading batches, labels, features and the data contract."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from keel.core.config import parse_config
+from keel.core.data import (
+    Artifacts,
+    feature_spec,
+    label_array,
+    learn_contract,
+    read_batch,
+    validate,
+)
+from keel.core.errors import ConfigError, DataError, IntegrityError, UsageError
+
+
+def test_read_batch_gives_one_line_errors_2(tmp_path):
+    with pytest.raises(UsageError, match="no such file"):
+        read_batch(tmp_path / "missing.csv")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        read_batch(empty)
+    header = tmp_path / "header.csv"
+    header.write_text("a,b\n")
+    with pytest.raises(DataError, match="no rows"):
+        read_batch(header)
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 this is not parquet at all")
+    with pytest.raises(DataError, match="cannot read parquet") as info:
+        read_batch(corrupt)
+    assert "\n" not in str(info.value)
+    odd = tmp_path / "data.xlsx"
+    odd.write_text("x")
+    with pytest.raises(DataError, match="unknown format"):
+        read_batch(odd)
+
+
+@pytest.mark.parametrize(
+    ("labels", "positive", "expected"),
+    [
+        (["Yes", "No", "Yes", None], None, [1.0, 0.0, 1.0, None]),
+        ([1, 0, 0, 1], None, [1.0, 0.0, 0.0, 1.0]),
+        ([True, False, None, True], None, [1.0, 0.0, None, 1.0]),
+        (["good", "bad", "bad"], "bad", [0.0, 1.0, 1.0]),
+    ],
+)
+def test_labels_map_to_zero_one_2(labels, positive, expected):
+    cfg = parse_config({"model": "m", "target": "y", **({"positive": positive} if positive else {})})
+    frame = pl.DataFrame({"x": list(range(len(labels))), "y": labels}, strict=False)
+    spec = feature_spec(cfg, frame)
+    got = label_array(frame, spec).tolist()
+    assert [None if g != g else g for g in got] == expected
+
+
+def test_ambiguous_string_labels_ask_for_positive_2():
+    cfg = parse_config({"model": "m", "target": "y"})
+    frame = pl.DataFrame({"x": [1, 2], "y": ["good", "bad"]})
+    with pytest.raises(ConfigError, match="set 'positive'"):
+        feature_spec(cfg, frame)
+
+
+def test_features_exclude_target_id_timestamp_and_excluded_2():
+    cfg = parse_config({"model": "m", "target": "y", "id": "i", "timestamp": "t", "exclude": ["leak"]})
+    frame = pl.DataFrame({"i": [1], "t": ["2013"], "leak": [3], "colour": ["red"], "x": [1.0], "y": [1]})
+    spec = feature_spec(cfg, frame)
+    assert spec.features == ["colour", "x"] and spec.categorical == ["colour"]
+
+
+def _contract_cfg(**contract):
+    return parse_config({"model": "m", "target": "y", "id": "i", "contract": contract})
+
+
+def test_contract_flags_rows_with_reasons_and_rejects_over_threshold_2():
+    cfg = _contract_cfg(ranges={"x": [0, 10]}, max_bad_share=0.2)
+    ref = pl.DataFrame({"i": [1, 2, 3], "x": [1.0, 2.0, 3.0], "y": ["Yes", "No", "Yes"]})
+    contract = learn_contract(cfg, ref, feature_spec(cfg, ref))
+    batch = pl.DataFrame({"i": list(range(10)), "x": [1.0] * 9 + [50.0], "y": ["Yes"] * 8 + ["Maybe", None]})
+    result = validate(batch, contract, cfg)
+    assert result.batch_reason is None
+    assert sorted(result.bad) == [(8, "label y not in ['No', 'Yes']"), (9, "x outside [0, 10]")]
+    worse = batch.with_columns(pl.Series("x", [50.0] * 5 + [1.0] * 5))
+    assert "break the data contract" in validate(worse, contract, cfg).batch_reason
+
+
+def test_contract_rejects_missing_columns_wrong_types_and_null_floods_2():
+    cfg = _contract_cfg()
+    ref = pl.DataFrame({"i": [1, 2], "x": [1.0, 2.0], "c": ["a", "b"], "y": [1, 0]})
+    contract = learn_contract(cfg, ref, feature_spec(cfg, ref))
+    assert "missing" in validate(ref.drop("x"), contract, cfg).batch_reason
+    assert "contract says numeric" in validate(ref.with_columns(pl.lit("z").alias("x")), contract, cfg).batch_reason
+    nulls = ref.with_columns(pl.lit(None, dtype=pl.Float64).alias("x"))
+    assert "null" in validate(nulls, contract, cfg).batch_reason
+    dupes = pl.DataFrame({"i": [1, 1], "x": [1.0, 2.0], "c": ["a", "b"], "y": [1, 0]})
+    assert any("duplicated" in r for _, r in validate(dupes, contract, cfg).bad)
+
+
+def test_artifacts_are_content_addressed_and_verified_2(tmp_path):
+    store = Artifacts(tmp_path)
+    sha, path = store.put_bytes(b"model text", ".txt")
+    assert store.put_bytes(b"model text", ".txt") == (sha, path)
+    assert store.read_verified(path, sha) == b"model text"
+    path.write_bytes(b"model texT")
+    with pytest.raises(IntegrityError, match="does not match"):
+        store.read_verified(path, sha)
