@@ -1,6 +1,6 @@
-"""Input, prediction and label drift against the reference: per-feature tests, effect sizes, ranking.
+"""Input, prediction and label drift against the reference: tests, effect sizes, ranking.
 
-Two engines run the same tests: ``alibi`` (Alibi Detect's TabularDrift) and ``scipy`` (permissive).
+Two engines run the same tests: ``alibi`` (Alibi Detect's TabularDrift) and ``scipy``.
 """
 
 from __future__ import annotations
@@ -44,10 +44,9 @@ class DriftSettings:
             value = getattr(self, key)
             if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"[drift] {key} must be a number >= 0, got {value!r}")
-        if isinstance(self.sample_size, bool) or not isinstance(self.sample_size, int) or (
-            self.sample_size < 1
-        ):
-            raise ConfigError(f"[drift] sample_size must be an integer >= 1, got {self.sample_size!r}")
+        size = self.sample_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"[drift] sample_size must be an integer >= 1, got {size!r}")
 
 
 def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -151,8 +150,7 @@ def category_mapping(reference: pl.DataFrame, categorical: list[str]) -> dict[st
 
 
 def _numeric_input(ref: pl.Series, cur: pl.Series) -> _Numeric:
-    ref_values, null_ref = _numeric_values(ref)
-    cur_values, null_cur = _numeric_values(cur)
+    (ref_values, null_ref), (cur_values, null_cur) = _numeric_values(ref), _numeric_values(cur)
     return _Numeric(ref_values, cur_values, null_ref, null_cur)
 
 
@@ -268,15 +266,11 @@ def _feature(
     )
 
 
-def _threshold(metric: str, settings: DriftSettings) -> float:
-    return settings.psi_threshold if metric == "psi" else settings.wasserstein_threshold
-
-
 def _decide(feature: FeatureDrift, settings: DriftSettings) -> None:
-    feature.drifted = bool(
-        feature.p_corrected < settings.p_value
-        and feature.effect_size >= _threshold(feature.effect_metric, settings)
-    )
+    """Drifted = significant after correction AND at least the effect-size floor."""
+    floor = settings.psi_threshold if feature.effect_metric == "psi" else (
+        settings.wasserstein_threshold)
+    feature.drifted = bool(feature.p_corrected < settings.p_value and feature.effect_size >= floor)
 
 
 # --- the public entry points ----------------------------------------------------------------------
@@ -294,8 +288,9 @@ def detect_drift(
 
     Numeric features get a two-sample KS test on their non-null values; categorical features (those
     listed, plus any string, categorical or boolean column) a chi-square test over the reference
-    categories and one unseen bucket. p-values are corrected together (Bonferroni or BH); a feature
-    drifts only when its corrected p-value is below ``p_value`` and its effect size reaches the floor.
+    categories and one unseen bucket. p-values are corrected together (Bonferroni or BH); a
+    feature drifts only when its corrected p-value is below ``p_value`` and its effect size
+    reaches the floor.
     """
     features = list(dict.fromkeys(features))
     _require_columns(reference, features, "reference")
@@ -303,7 +298,8 @@ def detect_drift(
     if reference.height == 0 or current.height == 0:
         raise DataError(f"drift needs rows on both sides: reference has {reference.height}, "
                         f"current has {current.height}")
-    cats = [n for n in features if n in set(categorical) or _looks_categorical(reference, current, n)]
+    listed = set(categorical)
+    cats = [n for n in features if n in listed or _looks_categorical(reference, current, n)]
     mapping = category_mapping(reference.select(cats), cats)  # from the full reference
     ref, cur, sampled = _sample_both(reference.select(features), current.select(features), settings)
     results = [
@@ -368,17 +364,16 @@ def _looks_categorical(reference: pl.DataFrame, current: pl.DataFrame, name: str
 
 
 def _require_columns(frame: pl.DataFrame, names: list[str], side: str) -> None:
-    missing = [n for n in names if n not in frame.columns]
+    missing = ", ".join(repr(n) for n in names if n not in frame.columns)
     if missing:
-        raise ConfigError(f"drift feature(s) {', '.join(map(repr, missing))} not in the {side} data")
+        raise ConfigError(f"drift feature(s) {missing} not in the {side} data")
 
 
 def _sample_both(
     reference: pl.DataFrame, current: pl.DataFrame, settings: DriftSettings
 ) -> tuple[pl.DataFrame, pl.DataFrame, str | None]:
     """Sample each side down to ``sample_size`` rows once, with the fixed seed."""
-    notes = []
-    frames = []
+    notes, frames = [], []
     for side, frame in (("reference", reference), ("current", current)):
         if frame.height > settings.sample_size:
             notes.append(f"{settings.sample_size} of {frame.height} {side} rows")

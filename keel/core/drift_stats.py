@@ -33,7 +33,7 @@ def ks_wasserstein(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> tuple[floa
 
 
 def ks_p_value(d: float, n1: int, n2: int) -> float:
-    """Smirnov's asymptotic two-sided p-value, exactly as ``ks_2samp(method="asymp")`` computes it."""
+    """Smirnov's asymptotic two-sided p-value, as ``ks_2samp(method="asymp")`` computes it."""
     m, n = sorted([float(n1), float(n2)], reverse=True)
     en = m * n / (m + n)
     return float(np.clip(stats.kstwo.sf(d, np.round(en)), 0.0, 1.0))
@@ -89,7 +89,7 @@ def wasserstein_normalised(w1: float, ref_std: float) -> float:
 
 
 def bonferroni(p_values: np.ndarray) -> np.ndarray:
-    """Bonferroni-adjusted p-values, min(1, m p); NaN (untested) entries stay NaN and don't count."""
+    """Bonferroni-adjusted p-values, min(1, m p); NaN (untested) entries stay NaN, uncounted."""
     p = np.asarray(p_values, dtype=np.float64)
     tested = ~np.isnan(p)
     return np.where(tested, np.minimum(1.0, p * int(tested.sum())), np.nan)
