@@ -7,22 +7,33 @@ revision number: a writer that read an older revision loses with a Conflict.
 from __future__ import annotations
 
 import getpass
-import hashlib
-import json
 import os
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import update
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
-from keel.core.errors import Conflict, NotAuthorized, NotFound
-from keel.core.store.models import Alias, AuditEvent, ModelVersion, Review, ReviewDecision, utcnow
+from keel.core import audit
+from keel.core.audit import GENESIS, event_hash  # noqa: F401  (re-exported: the chain's public names)
+from keel.core.errors import Conflict, IntegrityError, NotAuthorized, NotFound, StoreError, UsageError
+from keel.core.store.models import (
+    Alias,
+    AuditEvent,
+    ModelVersion,
+    PipelineRun,
+    Review,
+    ReviewDecision,
+    utcnow,
+)
 from keel.core.workspace import Workspace
 
-GENESIS = "0" * 64
 PRODUCTION = "production"
+SWITCHES = ("promote", "promote:auto", "rollback")  # audit actions that move the production alias
+T = TypeVar("T")
 
 
 def current_actor() -> str:
@@ -36,28 +47,10 @@ def _user(actor: str) -> str:
     return actor.split("@", 1)[0].removesuffix(" (pipeline)")
 
 
-def _stamp(at: datetime) -> str:
-    return at.replace(tzinfo=None).isoformat(timespec="microseconds")
-
-
-def event_hash(event: AuditEvent) -> str:
-    body = {
-        "at": _stamp(event.at), "actor": event.actor, "action": event.action,
-        "model_name": event.model_name, "version": event.version, "reason": event.reason,
-        "details": event.details, "prev_hash": event.prev_hash,
-    }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def append_audit(session: Session, actor: str, action: str, model_name: str | None, version: int | None,
                  reason: str | None, details: dict[str, Any] | None = None) -> AuditEvent:
     """Add a hash-chained audit event to the session's transaction."""
-    last = session.exec(select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(1)).first()
-    event = AuditEvent(at=utcnow(), actor=actor, action=action, model_name=model_name, version=version,
-                       reason=reason, details=details, prev_hash=last.hash if last else GENESIS, hash="")
-    event.hash = event_hash(event)
-    session.add(event)
-    return event
+    return audit.append(session, actor, action, model_name, version, reason, details)
 
 
 def get_version(session: Session, model_name: str, version: int) -> ModelVersion:
@@ -74,18 +67,58 @@ def production_version(session: Session, model_name: str) -> ModelVersion | None
     return session.get(ModelVersion, alias.model_version_id) if alias else None
 
 
+def _commit(ws: Workspace, work: Callable[[Session], T]) -> T:
+    """Run ``work(session)`` as one write transaction; a lost race is a Conflict.
+
+    On SQLite the transaction takes the write lock first (BEGIN IMMEDIATE), so writers queue and
+    the later one sees what the earlier one did; on PostgreSQL the alias row lock and the unique
+    keys of the audit chain decide.
+    """
+    try:
+        with ws.session() as session:
+            if session.get_bind().dialect.name == "sqlite":
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            return work(session)
+    except SAIntegrityError:
+        raise Conflict("the registry changed while you acted; look again and retry") from None
+    except OperationalError as exc:
+        if "locked" in str(exc.orig) or "deadlock" in str(exc.orig):
+            raise Conflict("the registry is busy with another change; look again and retry") from None
+        raise StoreError(f"cannot write the registry: {str(exc.orig).strip()[:200]}") from None
+
+
 def check_authorised(ws: Workspace, actor: str, action: str, model_name: str, version: int | None) -> None:
     """Refuse (and audit the refusal) when approvers are listed and the actor is not one of them."""
+    allowed, why = may_act(ws, actor)
+    if allowed:
+        return
+    _commit(ws, lambda s: append_audit(s, actor, f"refused:{action}", model_name, version, why))
+    approvers = ", ".join(ws.cfg.review.approvers)
+    raise NotAuthorized(f"{_user(actor)} may not {action} {model_name}: approvers are {approvers}")
+
+
+def may_act(ws: Workspace, actor: str | None = None) -> tuple[bool, str]:
+    """Whether the actor may approve, reject, promote and roll back, and why not (no audit)."""
+    actor = actor or current_actor()
     approvers = ws.cfg.review.approvers
     if not approvers or _user(actor) in approvers:
-        return
-    with ws.session() as session:
-        append_audit(session, actor, f"refused:{action}", model_name, version, "not an approver")
-    raise NotAuthorized(f"{_user(actor)} may not {action} {model_name}: approvers are {', '.join(approvers)}")
+        return True, ""
+    return False, f"{_user(actor)} is not an approver ({', '.join(approvers)})"
 
 
-def _verify_artifact(ws: Workspace, mv: ModelVersion) -> None:
-    ws.artifacts.read_verified(mv.artifact_uri, mv.artifact_sha256)
+def verify_artifact(ws: Workspace, mv: ModelVersion) -> None:
+    """The model file must still hash to its SHA-256 and load as a LightGBM booster."""
+    data = ws.artifacts.read_verified(mv.artifact_uri, mv.artifact_sha256)
+    from keel.core.train import load_booster
+
+    try:
+        load_booster(data.decode())
+    except Exception as exc:  # LightGBM raises its own error type for unreadable models
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise IntegrityError(f"{mv.model_name} v{mv.version}: the model file does not load: {first[:160]}") from None
+
+
+_verify_artifact = verify_artifact  # the name the first registry used
 
 
 def _switch(session: Session, model_name: str, target: ModelVersion, expected_revision: int | None) -> int | None:
@@ -95,6 +128,7 @@ def _switch(session: Session, model_name: str, target: ModelVersion, expected_re
         if expected_revision not in (None, 0):
             raise Conflict(f"production of {model_name} changed while you decided")
         session.add(Alias(model_name=model_name, alias=PRODUCTION, model_version_id=target.id or 0))
+        session.flush()  # two first promotions at once: the primary key decides
         return None
     revision = alias.revision if expected_revision is None else expected_revision
     previous = alias.model_version_id
@@ -105,6 +139,7 @@ def _switch(session: Session, model_name: str, target: ModelVersion, expected_re
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"production of {model_name} changed while you decided; look again and retry")
+    session.expire(alias)
     if previous != target.id:
         old = session.get(ModelVersion, previous)
         if old is not None:
@@ -119,13 +154,12 @@ def alias_revision(ws: Workspace, model_name: str) -> int:
         return alias.revision if alias else 0
 
 
-def _commit(ws: Workspace, work: Any) -> Any:
-    """Run ``work(session)`` in one transaction; a lost race on a unique key is a Conflict."""
-    try:
-        with ws.session() as session:
-            return work(session)
-    except SAIntegrityError:
-        raise Conflict("the registry changed while you acted; look again and retry") from None
+def _close_reviews(session: Session, mv: ModelVersion, status: str) -> list[Review]:
+    reviews = list(session.exec(select(Review).where(Review.candidate_version_id == mv.id, Review.status == "open")))
+    for review in reviews:
+        review.status, review.decided_at = status, utcnow()
+        session.add(review)
+    return reviews
 
 
 def promote(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None,
@@ -133,30 +167,33 @@ def promote(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
             details: dict[str, Any] | None = None) -> ModelVersion:
     """Make ``version`` production, after checking its artifact, in one audited transaction."""
     actor = actor or current_actor()
+    _need_reason(reason)
     if authorise:
         check_authorised(ws, actor, action, model_name, version)
 
     def work(session: Session) -> ModelVersion:
         mv = get_version(session, model_name, version)
-        _verify_artifact(ws, mv)
+        verify_artifact(ws, mv)
         previous = _switch(session, model_name, mv, expected_revision)
         mv.status = "production"
         session.add(mv)
-        for review in session.exec(select(Review).where(Review.candidate_version_id == mv.id, Review.status == "open")):
-            review.status, review.decided_at = "approved", utcnow()
-            session.add(review)
+        closed = _close_reviews(session, mv, "approved")
         prev_version = session.get(ModelVersion, previous).version if previous else None  # type: ignore[union-attr]
         append_audit(session, actor, action, model_name, version, reason,
-                     {"previous_version": prev_version, **(details or {})})
+                     {"previous_version": prev_version, **({"review_id": closed[0].id} if closed else {}),
+                      **(details or {})})
         return mv
 
-    return _commit(ws, work)
+    mv = _commit(ws, work)
+    notify_waiting_run(ws, mv.id, "approve", actor, reason)
+    return mv
 
 
 def reject(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None,
            authorise: bool = True, details: dict[str, Any] | None = None) -> ModelVersion:
     """Mark a candidate rejected and close its review, with the audit event."""
     actor = actor or current_actor()
+    _need_reason(reason)
     if authorise:
         check_authorised(ws, actor, "reject", model_name, version)
 
@@ -164,16 +201,18 @@ def reject(ws: Workspace, model_name: str, version: int, reason: str, *, actor: 
         mv = get_version(session, model_name, version)
         if mv.status == "production":
             raise Conflict(f"{model_name} v{version} is in production; roll back instead of rejecting it")
+        if mv.status == "rejected":
+            raise Conflict(f"{model_name} v{version} is already rejected")
         mv.status = "rejected"
         session.add(mv)
-        for review in session.exec(select(Review).where(Review.candidate_version_id == mv.id, Review.status == "open")):
-            review.status, review.decided_at = "rejected", utcnow()
-            session.add(review)
+        for review in _close_reviews(session, mv, "rejected"):
             session.add(ReviewDecision(review_id=review.id or 0, actor=actor, decision="reject", reason=reason))
         append_audit(session, actor, "reject", model_name, version, reason, details)
         return mv
 
-    return _commit(ws, work)
+    mv = _commit(ws, work)
+    notify_waiting_run(ws, mv.id, "reject", actor, reason)
+    return mv
 
 
 def open_review(ws: Workspace, model_name: str, version: int, reasons: list[str], comparison: dict[str, Any] | None,
@@ -193,35 +232,56 @@ def open_review(ws: Workspace, model_name: str, version: int, reasons: list[str]
         mv.status = "review"
         session.add(mv)
         session.add(review)
-        append_audit(session, actor, "review", model_name, version, "; ".join(reasons)[:2000])
+        append_audit(session, actor, "review", model_name, version, "; ".join(reasons)[:2000],
+                     {"run_id": run_id} if run_id else None)
+        session.flush()
         return review
 
     return _commit(ws, work)
 
 
+def production_stack(session: Session, model_name: str) -> list[int]:
+    """Versions that served, oldest first, as a stack: promotions push, a rollback pops back to its target."""
+    stack: list[int] = []
+    events = session.exec(select(AuditEvent).where(AuditEvent.model_name == model_name,
+                                                   col(AuditEvent.action).in_(SWITCHES))
+                          .order_by(col(AuditEvent.id)))
+    for event in events:
+        v = event.version
+        if v is None or (stack and stack[-1] == v):
+            continue
+        if event.action == "rollback" and v in stack:
+            del stack[stack.index(v) + 1:]
+        else:
+            stack.append(v)
+    return stack
+
+
 def rollback(ws: Workspace, model_name: str, reason: str, *, to: int | None = None, actor: str | None = None) -> ModelVersion:
-    """Return production to ``to`` or, by default, to the version before the current one."""
+    """Return production to ``to`` or, by default, to the version that served before the current one."""
     actor = actor or current_actor()
+    _need_reason(reason)
+    check_authorised(ws, actor, "rollback", model_name, to)
     with ws.session() as session:
         alias = session.get(Alias, (model_name, PRODUCTION))
         if alias is None:
             raise NotFound(f"model '{model_name}' has no production version to roll back")
+        current = session.get(ModelVersion, alias.model_version_id)
         if to is None:
-            if alias.previous_version_id is None:
-                raise NotFound(f"model '{model_name}' has no earlier production version")
-            target = session.get(ModelVersion, alias.previous_version_id)
-            to = target.version  # type: ignore[union-attr]
+            stack = production_stack(session, model_name)
+            on_top = bool(stack) and current is not None and stack[-1] == current.version
+            if on_top and len(stack) >= 2:
+                to = stack[-2]
+            elif not on_top and alias.previous_version_id is not None:  # history predates the audit chain
+                to = session.get(ModelVersion, alias.previous_version_id).version  # type: ignore[union-attr]
+            else:
+                raise NotFound(f"model '{model_name}' has no earlier production version to return to")
+        elif current is not None and current.version == to:
+            raise Conflict(f"{model_name} v{to} is already in production")
         revision = alias.revision
-    return promote(ws, model_name, to, reason, actor=actor, action="rollback", expected_revision=revision)
-
-
-def may_act(ws: Workspace, actor: str | None = None) -> tuple[bool, str]:
-    """Whether the actor may approve, reject, promote and roll back, and why not (no audit)."""
-    actor = actor or current_actor()
-    approvers = ws.cfg.review.approvers
-    if not approvers or _user(actor) in approvers:
-        return True, ""
-    return False, f"{_user(actor)} is not an approver ({', '.join(approvers)})"
+        from_version = current.version if current else None
+    return promote(ws, model_name, to, reason, actor=actor, action="rollback", expected_revision=revision,
+                   authorise=False, details={"from_version": from_version})
 
 
 def open_review_for(session: Session, model_name: str, version: int) -> Review:
@@ -240,19 +300,24 @@ def open_review_for(session: Session, model_name: str, version: int) -> Review:
 def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None) -> Review:
     """Record an approval; with enough distinct approvers the candidate is promoted in the same transaction."""
     actor = actor or current_actor()
+    _need_reason(reason)
     check_authorised(ws, actor, "approve", model_name, version)
 
     def work(session: Session) -> Review:
         review = open_review_for(session, model_name, version)
+        voters = {_user(d.actor) for d in session.exec(select(ReviewDecision).where(
+            ReviewDecision.review_id == review.id, ReviewDecision.decision == "approve"))}
+        if _user(actor) in voters:
+            raise Conflict(f"{_user(actor)} already approved {model_name} v{version}; "
+                           "a second approval must come from someone else")
         session.add(ReviewDecision(review_id=review.id or 0, actor=actor, decision="approve", reason=reason))
         session.flush()  # a second vote by the same person breaks the unique key: Conflict
-        votes = session.exec(select(ReviewDecision).where(ReviewDecision.review_id == review.id,
-                                                          ReviewDecision.decision == "approve")).all()
+        voters.add(_user(actor))
         append_audit(session, actor, "approve", model_name, version, reason,
-                     {"review_id": review.id, "approvals": len(votes), "required": review.required_approvals})
-        if len(votes) >= review.required_approvals:
+                     {"review_id": review.id, "approvals": len(voters), "required": review.required_approvals})
+        if len(voters) >= review.required_approvals:
             mv = get_version(session, model_name, version)
-            _verify_artifact(ws, mv)
+            verify_artifact(ws, mv)
             expected = None
             if review.production_version_id is not None:
                 alias = session.get(Alias, (model_name, PRODUCTION))
@@ -266,8 +331,60 @@ def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
             session.add_all([mv, review])
             prev_version = session.get(ModelVersion, previous).version if previous else None  # type: ignore[union-attr]
             append_audit(session, actor, "promote", model_name, version, reason,
-                         {"review_id": review.id, "previous_version": prev_version,
-                          "approvers": sorted({v.actor for v in votes})})
+                         {"review_id": review.id, "previous_version": prev_version, "approvers": sorted(voters)})
         return review
 
-    return _commit(ws, work)
+    review = _commit(ws, work)
+    if review.status == "approved":
+        notify_waiting_run(ws, review.candidate_version_id, "approve", actor, reason)
+    return review
+
+
+def _need_reason(reason: str | None) -> None:
+    if not reason or not reason.strip():
+        raise UsageError("every registry action needs a reason (--reason TEXT)")
+
+
+def notify_waiting_run(ws: Workspace, version_id: int | None, decision: str, actor: str, reason: str) -> str | None:
+    """Resume the paused pipeline run waiting on this candidate's review, with the decision as its input."""
+    with ws.session() as session:
+        review = session.exec(select(Review).where(Review.candidate_version_id == version_id)).first()
+        run = session.get(PipelineRun, review.run_id) if review and review.run_id else None
+        if run is None or run.status != "waiting" or not run.flow_run_id:
+            return None
+        flow_run_id = run.flow_run_id
+    from uuid import UUID
+
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        resume_flow_run(UUID(flow_run_id), run_input={"decision": decision, "actor": actor, "reason": reason,
+                                                      "review_id": review.id})  # type: ignore[union-attr]
+    except Exception as exc:  # the store already holds the decision; the run will see it or time out
+        return f"decision recorded, but the waiting flow run {flow_run_id} could not be resumed: {exc}"
+    return f"resumed the waiting flow run {flow_run_id}"
+
+
+def list_reviews(engine: Engine, model: str | None = None, status: str | None = "open") -> list[dict[str, Any]]:
+    """Reviews with candidate, production, reasons, the comparison and the votes so far, newest first."""
+    with Session(engine) as session:
+        query = select(Review).order_by(col(Review.created_at).desc())
+        if model:
+            query = query.where(Review.model_name == model)
+        if status:
+            query = query.where(Review.status == status)
+        out = []
+        for review in session.exec(query):
+            cand = session.get(ModelVersion, review.candidate_version_id)
+            prod = session.get(ModelVersion, review.production_version_id) if review.production_version_id else None
+            votes = session.exec(select(ReviewDecision).where(ReviewDecision.review_id == review.id)
+                                 .order_by(col(ReviewDecision.at))).all()
+            out.append({
+                "review_id": review.id, "model": review.model_name, "candidate_version": cand.version if cand else None,
+                "production_version": prod.version if prod else None, "status": review.status,
+                "reasons": review.reasons or [], "comparison": review.comparison, "run_id": review.run_id,
+                "required_approvals": review.required_approvals,
+                "decisions": [{"actor": v.actor, "decision": v.decision, "reason": v.reason, "at": v.at} for v in votes],
+                "created_at": review.created_at, "decided_at": review.decided_at,
+            })
+        return out

@@ -1,0 +1,67 @@
+"""A small real registry for the issue-4 tests: a batch, its training set and holdout, and trained versions.
+
+Built with keel's own core functions on the real store (SQLite, or PostgreSQL via KEEL_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+
+def write_config(root: Path, approvers: list[str] | None = None, required: int = 1, extra: str = "") -> Path:
+    review = f"[review]\napprovers = {approvers or []!r}\nrequired_approvals = {required}\n".replace("'", '"')
+    path = root / "keel.toml"
+    path.write_text(f'model = "churn"\ntarget = "y"\nid = "rid"\n{review}{extra}')
+    return path
+
+
+def make_batch(root: Path, n: int = 600, seed: int = 0, name: str = "batch.parquet") -> Path:
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    colour = rng.choice(["red", "blue", "green"], n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * x1 - x2 + (colour == "red"))))).astype(int)
+    path = root / name
+    pl.DataFrame({"rid": [f"r{seed}-{i}" for i in range(n)], "x1": x1, "x2": x2, "colour": colour, "y": y}).write_parquet(path)
+    return path
+
+
+def build(root: Path, versions: int = 4, approvers: list[str] | None = None, required: int = 1,
+          extra: str = "") -> Path:
+    """Write keel.toml, ingest one batch and register ``versions`` trained model versions; returns the config."""
+    from keel.core import pipeline, records
+    from keel.core.evaluate import classification_metrics
+    from keel.core.train import code_hash, model_params, params_hash
+    from keel.core.workspace import Workspace
+
+    config = write_config(root, approvers, required, extra)
+    ws = Workspace.open(config)
+    batch = pipeline.ingest(ws, str(make_batch(root)))
+    sets = pipeline.make_training_sets(ws, [batch["id"]])
+    for seed in range(1, versions + 1):
+        run_id = records.start_run(ws, str(root / "batch.parquet"), None)
+        records.update_run(ws, run_id, batch_id=batch["id"])
+        params = model_params({"min_data_in_leaf": 10}, seed)
+        model = pipeline.train(ws, sets["train"], params, 5)
+        _, dest = ws.artifacts.put_bytes(model["text"].encode(), ".txt")
+        evaluation = pipeline.evaluate(ws, sets["holdout"], model, None)
+        mv = records.register_model(ws, {
+            "model_name": "churn", "train_dataset_id": sets["train"], "holdout_dataset_id": sets["holdout"],
+            "params_hash": params_hash(params, 5), "code_hash": code_hash(), "params": params,
+            "features": model["features"], "categorical": model["categorical"], "categories": model["categories"],
+            "num_boost_round": 5, "importance": model["importance"], "positive": model["spec"]["positive"],
+            "artifact_sha256": model["sha256"], "artifact_uri": str(dest), "run_id": run_id,
+            "train_metrics": evaluation["candidate"], "contract": model["contract"], "spec": model["spec"],
+        })
+        records.record_metrics(ws, mv.id or 0, sets["holdout"], "holdout",
+                               classification_metrics(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.4])), run_id)
+        records.finish_run(ws, run_id, "completed", decision="review", model_version_id=mv.id)
+    return config
+
+
+def workspace(config: Path):  # noqa: ANN201
+    from keel.core.workspace import Workspace
+
+    return Workspace.open(config)
