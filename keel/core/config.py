@@ -71,7 +71,7 @@ class DriftConfig(_Section):
     p_value: float = Field(0.05, gt=0.0, lt=1.0)
     correction: Literal["bonferroni", "fdr"] = "bonferroni"
     psi_threshold: float = Field(0.2, ge=0.0)
-    wasserstein_threshold: float = Field(0.1, ge=0.0)
+    wasserstein_threshold: float = Field(0.05, ge=0.0, description="Wasserstein distance / reference std needed to call a numeric feature drifted")
     numeric_effect: Literal["wasserstein", "psi"] = "wasserstein"
     sample_size: int = Field(100_000, ge=100)
     seed: int = 0

@@ -29,7 +29,7 @@ class DriftSettings:
     p_value: float = 0.05  # family-wise (bonferroni) or false-discovery (fdr) level
     correction: str = "bonferroni"  # "bonferroni" | "fdr" (Benjamini-Hochberg)
     psi_threshold: float = 0.2  # effect-size floor for PSI (categorical, and numeric with "psi")
-    wasserstein_threshold: float = 0.1  # floor for Wasserstein distance / reference std
+    wasserstein_threshold: float = 0.05  # floor for Wasserstein distance / reference std
     numeric_effect: str = "wasserstein"  # "wasserstein" | "psi"
     sample_size: int = 100_000  # rows per side; larger inputs are sampled once with `seed`
     seed: int = 0

@@ -12,12 +12,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.context import get_run_context
 
 from keel.core import pipeline as core
-from keel.core import records, registry
+from keel.core import monitoring, records, registry
 from keel.core.config import Settings
 from keel.core.errors import KeelError
 from keel.core.workspace import Workspace
@@ -139,7 +139,13 @@ def run_pipeline(batch: str, config: str = "keel.toml", home: str | None = None)
     try:
         return _pipeline(ws, wsref, run_id, str(batch))
     except BaseException as exc:
-        records.finish_run(ws, run_id, "failed", error=str(exc)[:2000] or type(exc).__name__)
+        error = str(exc)[:2000] or type(exc).__name__
+        records.finish_run(ws, run_id, "failed", error=error)
+        try:
+            monitoring.after_run(ws, run_id, {"run_id": run_id, "status": "failed", "error": error,
+                                              "model": ws.cfg.model, "batch": str(batch)})
+        except Exception as alert_exc:  # the run's own error is the one to report
+            get_run_logger().error("alerting on the failed run failed too: %s", alert_exc)
         raise
 
 
@@ -185,6 +191,7 @@ def _pipeline(ws: Workspace, wsref: str, run_id: str, batch: str) -> dict[str, A
                              detail=lambda r: {"detected": r["detected"], "drifted": r.get("drifted")})
         settings_hash = core.digest(ws.cfg.drift.model_dump())
         records.record_drift(ws, dataset_id, production["train_dataset_id"], settings_hash, run_id, drift_report)
+        summary["estimate"] = monitoring.after_scoring(ws, dataset_id, production, scores, run_id)
         metrics = stage("monitor", monitor, wsref, dataset_id, production, scores, bad_rows)
         if metrics:
             records.record_metrics(ws, production["id"], dataset_id, "batch", metrics, run_id)
@@ -281,6 +288,8 @@ def _finish(ws: Workspace, run_id: str, summary: dict[str, Any], production: dic
     summary.update(status=status, production_version=mv.version if mv else None,
                    production_before=production["version"] if production else None)
     summary = records.clean(summary)
+    if prior is None:
+        summary["alerts"] = records.clean(monitoring.after_run(ws, run_id, summary))
     records.finish_run(ws, run_id, status, decision=summary.get("decision"), reasons=summary.get("reasons"),
                        summary=summary, production_after=mv.id if mv else None)
     return summary
