@@ -65,3 +65,34 @@ def workspace(config: Path):  # noqa: ANN201
     from keel.core.workspace import Workspace
 
     return Workspace.open(config)
+
+
+def race_worker(role: str, actor: str, config: str, barrier, results) -> None:  # noqa: ANN001
+    """One operator in a race: approve v3, roll back, or promote v4 from a stale screen; reports outcomes."""
+    import time
+
+    from keel.core import registry
+    from keel.core.errors import Conflict, NotFound
+
+    ws = workspace(Path(config))
+    ws.engine  # noqa: B018  (open the store before the start line)
+    barrier.wait()
+    outcomes = []
+    for i in range(4 if role != "approve" else 1):
+        try:
+            if role == "approve":
+                registry.approve(ws, "churn", 3, f"{actor} approves", actor=actor)
+            elif role == "rollback":
+                registry.rollback(ws, "churn", f"{actor} rollback {i}", actor=actor)
+            else:
+                seen = registry.alias_revision(ws, "churn")
+                time.sleep(0.01)  # the operator looks at the screen, then acts on what they saw
+                registry.promote(ws, "churn", 4, f"{actor} promote {i}", actor=actor, expected_revision=seen)
+            outcomes.append("ok")
+        except Conflict as exc:
+            outcomes.append(f"conflict: {exc}")
+        except NotFound:
+            outcomes.append("notfound")
+        except Exception as exc:  # anything else fails the test
+            outcomes.append(f"error: {type(exc).__name__}: {exc}")
+    results.put((role, actor, outcomes))

@@ -121,6 +121,19 @@ def verify_artifact(ws: Workspace, mv: ModelVersion) -> None:
 _verify_artifact = verify_artifact  # the name the first registry used
 
 
+def _verified(ws: Workspace, model_name: str, version: int) -> str:
+    """Check the artifact before the write transaction (loading a model must not hold the lock)."""
+    with ws.session() as session:
+        mv = get_version(session, model_name, version)
+    verify_artifact(ws, mv)
+    return mv.artifact_sha256
+
+
+def _same_artifact(mv: ModelVersion, sha: str) -> None:
+    if mv.artifact_sha256 != sha:
+        raise Conflict(f"{mv.model_name} v{mv.version} changed its artifact while you acted; look again")
+
+
 def _switch(session: Session, model_name: str, target: ModelVersion, expected_revision: int | None) -> int | None:
     """Point production at ``target``; returns the previous version id. Conflict when moved meanwhile."""
     alias = session.get(Alias, (model_name, PRODUCTION))
@@ -170,10 +183,11 @@ def promote(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
     _need_reason(reason)
     if authorise:
         check_authorised(ws, actor, action, model_name, version)
+    sha = _verified(ws, model_name, version)
 
     def work(session: Session) -> ModelVersion:
         mv = get_version(session, model_name, version)
-        verify_artifact(ws, mv)
+        _same_artifact(mv, sha)
         previous = _switch(session, model_name, mv, expected_revision)
         mv.status = "production"
         session.add(mv)
@@ -302,6 +316,7 @@ def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
     actor = actor or current_actor()
     _need_reason(reason)
     check_authorised(ws, actor, "approve", model_name, version)
+    sha = _verified(ws, model_name, version)
 
     def work(session: Session) -> Review:
         review = open_review_for(session, model_name, version)
@@ -317,7 +332,7 @@ def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
                      {"review_id": review.id, "approvals": len(voters), "required": review.required_approvals})
         if len(voters) >= review.required_approvals:
             mv = get_version(session, model_name, version)
-            verify_artifact(ws, mv)
+            _same_artifact(mv, sha)
             expected = None
             if review.production_version_id is not None:
                 alias = session.get(Alias, (model_name, PRODUCTION))

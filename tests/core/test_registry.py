@@ -1,0 +1,141 @@
+"""The registry (issue 4): promote, reject, review, two-person sign-off, rollback, history, on the real store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import registry_world as world
+from sqlmodel import Session, col, select
+
+from keel.core import audit, registry
+from keel.core.errors import Conflict, NotAuthorized, NotFound, UsageError
+from keel.core.lineage import history
+from keel.core.store.models import Alias, AuditEvent, ModelVersion, Review
+
+
+@pytest.fixture
+def ws(keel_home):
+    return world.workspace(world.build(keel_home.parent))
+
+
+def _production(ws) -> list[tuple[int, int]]:
+    with Session(ws.engine) as s:
+        aliases = [(a.model_version_id, a.revision) for a in s.exec(select(Alias).where(Alias.model_name == "churn"))]
+        live = s.exec(select(ModelVersion.version).where(ModelVersion.status == "production")).all()
+    assert len(aliases) <= 1 and len(live) == len(aliases), "exactly one production version, alias and status agree"
+    return aliases
+
+
+def _prod_version(ws) -> int | None:
+    with Session(ws.engine) as s:
+        mv = registry.production_version(s, "churn")
+        return mv.version if mv else None
+
+
+def test_promote_switches_alias_with_its_audit_event_4(ws):
+    registry.promote(ws, "churn", 1, "first model", actor="alice")
+    registry.promote(ws, "churn", 2, "better", actor="alice")
+    assert _prod_version(ws) == 2 and _production(ws)[0][1] == 2
+    with Session(ws.engine) as s:
+        events = s.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all()
+        statuses = dict(s.exec(select(ModelVersion.version, ModelVersion.status)).all())
+    assert [(e.action, e.version, e.actor) for e in events] == [("promote", 1, "alice"), ("promote", 2, "alice")]
+    assert events[1].details["previous_version"] == 1 and events[1].prev_hash == events[0].hash
+    assert statuses[1] == "archived" and statuses[2] == "production"
+    assert audit.verify(ws.engine).ok
+
+
+def test_rollback_returns_to_previous_version_4(ws):
+    for v in (1, 2, 3):
+        registry.promote(ws, "churn", v, f"v{v}", actor="alice")
+    assert registry.rollback(ws, "churn", "v3 misbehaves", actor="bob").version == 2
+    assert registry.rollback(ws, "churn", "v2 too", actor="bob").version == 1, "a second rollback goes further back"
+    with pytest.raises(NotFound):
+        registry.rollback(ws, "churn", "nothing before v1", actor="bob")
+    assert registry.rollback(ws, "churn", "back to the newest", to=3, actor="bob").version == 3
+    with pytest.raises(Conflict):
+        registry.rollback(ws, "churn", "already there", to=3, actor="bob")
+    assert _prod_version(ws) == 3
+    with Session(ws.engine) as s:
+        last = s.exec(select(AuditEvent).order_by(col(AuditEvent.id).desc())).first()
+    assert last.action == "rollback" and last.details["from_version"] == 1 and last.reason == "back to the newest"
+
+
+def test_not_an_approver_is_refused_and_the_refusal_audited_4(keel_home):
+    ws = world.workspace(world.build(keel_home.parent, versions=2, approvers=["carol"]))
+    for act in (lambda: registry.promote(ws, "churn", 1, "try", actor="mallory"),
+                lambda: registry.rollback(ws, "churn", "try", actor="mallory")):
+        with pytest.raises(NotAuthorized, match="approvers are carol"):
+            act()
+    registry.promote(ws, "churn", 1, "carol may", actor="carol@10.1.2.3")
+    with Session(ws.engine) as s:
+        actions = [(e.action, e.actor) for e in s.exec(select(AuditEvent).order_by(col(AuditEvent.id)))]
+    assert actions == [("refused:promote", "mallory"), ("refused:rollback", "mallory"), ("promote", "carol@10.1.2.3")]
+    assert registry.may_act(ws, "mallory")[0] is False and registry.may_act(ws, "carol")[0] is True
+
+
+def test_two_person_signoff_needs_distinct_approvers_4(keel_home):
+    ws = world.workspace(world.build(keel_home.parent, versions=2, required=2))
+    registry.promote(ws, "churn", 1, "first", actor="alice")
+    registry.open_review(ws, "churn", 2, ["ambiguous AUC change"], None, None, actor="keel (pipeline)")
+    assert registry.approve(ws, "churn", 2, "looks fine", actor="alice").status == "open"
+    for same_person in ("alice", "alice@192.168.1.9"):
+        with pytest.raises(Conflict, match="someone else"):
+            registry.approve(ws, "churn", 2, "again", actor=same_person)
+    assert _prod_version(ws) == 1, "one approval of two changes nothing"
+    review = registry.approve(ws, "churn", 2, "agreed", actor="bob")
+    assert review.status == "approved" and _prod_version(ws) == 2
+    with Session(ws.engine) as s:
+        promo = s.exec(select(AuditEvent).where(AuditEvent.action == "promote", AuditEvent.version == 2)).one()
+    assert promo.details["approvers"] == ["alice", "bob"]
+    with pytest.raises(Conflict, match="already approved"):
+        registry.approve(ws, "churn", 2, "late", actor="carol")
+
+
+def test_reject_closes_the_review_and_a_late_approval_conflicts_4(ws):
+    registry.promote(ws, "churn", 1, "first", actor="alice")
+    registry.open_review(ws, "churn", 2, ["guard metric worse"], None, None, actor="keel (pipeline)")
+    assert [r["candidate_version"] for r in registry.list_reviews(ws.engine)] == [2]
+    registry.reject(ws, "churn", 2, "accuracy drop is real", actor="bob")
+    assert registry.list_reviews(ws.engine) == []
+    with pytest.raises(Conflict, match="already rejected by bob"):
+        registry.approve(ws, "churn", 2, "too late", actor="alice")
+    with pytest.raises(Conflict, match="in production"):
+        registry.reject(ws, "churn", 1, "cannot reject what serves", actor="bob")
+    assert _prod_version(ws) == 1
+
+
+def test_approval_conflicts_when_production_moved_since_the_review_opened_4(ws):
+    registry.promote(ws, "churn", 1, "first", actor="alice")
+    registry.open_review(ws, "churn", 3, ["flagged"], None, None, actor="keel (pipeline)")
+    registry.promote(ws, "churn", 2, "hotfix", actor="alice")
+    with pytest.raises(Conflict, match="changed since this review was opened"):
+        registry.approve(ws, "churn", 3, "ok", actor="bob")
+    assert _prod_version(ws) == 2
+    with Session(ws.engine) as s:
+        assert s.exec(select(Review)).one().status == "open", "the failed approval left no trace"
+        assert not s.exec(select(AuditEvent).where(AuditEvent.action == "approve")).all()
+
+
+def test_every_action_needs_a_reason_4(ws):
+    for act in (lambda: registry.promote(ws, "churn", 1, " ", actor="a"),
+                lambda: registry.reject(ws, "churn", 1, "", actor="a"),
+                lambda: registry.rollback(ws, "churn", "", actor="a"),
+                lambda: registry.approve(ws, "churn", 1, "", actor="a")):
+        with pytest.raises(UsageError, match="reason"):
+            act()
+
+
+def test_history_answers_what_served_at_a_moment_and_why_4(ws):
+    registry.promote(ws, "churn", 1, "first model", actor="alice")
+    between = datetime.now(UTC)
+    registry.promote(ws, "churn", 2, "drift in May", actor="alice")
+    registry.rollback(ws, "churn", "v2 misfires", actor="bob")
+    periods = history(ws.engine, "churn")
+    assert [(p["version"], p["action"]) for p in periods] == [(1, "promote"), (2, "promote"), (1, "rollback")]
+    assert periods[-1]["until"] is None and periods[0]["until"] == periods[1]["from"]
+    then = history(ws.engine, "churn", between)
+    assert [(p["version"], p["reason"], p["actor"]) for p in then] == [(1, "first model", "alice")]
+    assert history(ws.engine, "churn", datetime(2000, 1, 1)) == []
+    assert history(ws.engine, "churn", datetime.now(UTC))[0]["reason"] == "v2 misfires"
