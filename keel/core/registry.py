@@ -37,8 +37,16 @@ T = TypeVar("T")
 
 
 def current_actor() -> str:
-    """The operating-system user, with the SSH client address when there is one."""
-    user = getpass.getuser()
+    """The operating-system user (from the process's uid, not USER/LOGNAME), with the SSH client address.
+
+    No flag or environment variable changes who acts; the SSH address is sshd's and only annotates.
+    """
+    try:
+        import pwd
+
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):  # pragma: no cover - no passwd entry (some containers) or Windows
+        user = getpass.getuser()
     ssh = os.environ.get("SSH_CLIENT") or os.environ.get("SSH_CONNECTION")
     return f"{user}@{ssh.split()[0]}" if ssh else user
 
