@@ -380,12 +380,19 @@ def notify_waiting_run(ws: Workspace, version_id: int | None, decision: str, act
 
     from prefect.flow_runs import resume_flow_run
 
-    try:
-        resume_flow_run(UUID(flow_run_id), run_input={"decision": decision, "actor": actor, "reason": reason,
-                                                      "review_id": review.id})  # type: ignore[union-attr]
-    except Exception as exc:  # the store already holds the decision; the run will see it or time out
-        return f"decision recorded, but the waiting flow run {flow_run_id} could not be resumed: {exc}"
-    return f"resumed the waiting flow run {flow_run_id}"
+    import time
+
+    answer = {"decision": decision, "actor": actor, "reason": reason, "review_id": review.id}  # type: ignore[union-attr]
+    for attempt in range(6):  # the run may be between "waiting" and its Paused state: try again shortly
+        try:
+            resume_flow_run(UUID(flow_run_id), run_input=answer)
+            return f"resumed the waiting flow run {flow_run_id}"
+        except Exception as exc:  # the store already holds the decision; the run will see it or time out
+            error = exc
+            if "isn't paused" not in str(exc):
+                break
+            time.sleep(0.5 * (attempt + 1))
+    return f"decision recorded, but the waiting flow run {flow_run_id} could not be resumed: {error}"
 
 
 def list_reviews(engine: Engine, model: str | None = None, status: str | None = "open") -> list[dict[str, Any]]:

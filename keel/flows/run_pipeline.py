@@ -265,8 +265,12 @@ def _apply(ws: Workspace, version: int, decision: dict[str, Any], evaluation: di
     elif decision["outcome"] == "reject":
         registry.reject(ws, ws.cfg.model, version, reason, actor=actor, authorise=False, details=details)
     else:
-        registry.open_review(ws, ws.cfg.model, version, decision["reasons"], evaluation.get("comparison"),
-                             run_id, actor=actor)
+        review = registry.open_review(ws, ws.cfg.model, version, decision["reasons"], evaluation.get("comparison"),
+                                      run_id, actor=actor)
+        if ws.cfg.review.wait:  # pause for the decision taken in keel; a timeout rejects
+            from keel.flows.review_wait import wait_for_review
+
+            wait_for_review(ws, version, review.id, run_id, decision)
 
 
 def _drift_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
