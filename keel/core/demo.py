@@ -43,7 +43,7 @@ cooldown = 1
 [gate]
 metric = "roc_auc"
 margin = 0.005
-max_churn = 0.08
+max_churn = 0.10
 """
 
 WEATHER = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]

@@ -91,6 +91,29 @@ def completed_run(ws: Workspace, batch_id: str) -> PipelineRun | None:
         ).first()
 
 
+def unfinished_run(ws: Workspace, batch_id: str, current: str) -> PipelineRun | None:
+    """The first run of this batch that was killed mid-way (still 'running'), other than ``current``."""
+    with ws.session() as session:
+        return session.exec(
+            select(PipelineRun).where(
+                PipelineRun.model_name == ws.cfg.model, PipelineRun.batch_id == batch_id,
+                PipelineRun.config_hash == ws.cfg.config_hash(), PipelineRun.replay_of == None,  # noqa: E711
+                PipelineRun.status == "running", PipelineRun.id != current,
+            ).order_by(col(PipelineRun.started_at))
+        ).first()
+
+
+def abandon_unfinished(ws: Workspace, batch_id: str, source: str, finished: str) -> None:
+    """Mark killed runs of a batch 'abandoned' once another run of it has finished."""
+    same_batch = (PipelineRun.batch_id == batch_id) | ((PipelineRun.batch_id == None) & (PipelineRun.source == source))  # noqa: E711
+    with ws.session() as session:
+        for run in session.exec(select(PipelineRun).where(
+                PipelineRun.model_name == ws.cfg.model, same_batch,
+                PipelineRun.status == "running", PipelineRun.id != finished)):
+            run.status, run.error = "abandoned", f"interrupted; finished by run {finished}"
+            session.add(run)
+
+
 def record_quarantine(ws: Workspace, dataset_id: str, bad: list[tuple[int, str]], ids: list[str] | None,
                       batch_reason: str | None) -> None:
     rows = [{"dataset_id": dataset_id, "row_index": i, "row_id": ids[i] if ids else None, "reason": r,

@@ -156,13 +156,14 @@ def _pipeline(ws: Workspace, wsref: str, run_id: str, batch: str) -> dict[str, A
     dataset_id = ds["id"]
     summary.update(dataset_version=dataset_id, rows=ds["rows"], labelled_rows=ds["labelled_rows"])
     prior = records.completed_run(ws, dataset_id)
-    if prior is not None:
-        production = core.version_ref(ws, prior.production_before)
+    killed = records.unfinished_run(ws, dataset_id, run_id) if prior is None else None
+    if prior is not None or killed is not None:  # judge against what production was the first time
+        production = core.version_ref(ws, (prior or killed).production_before)  # type: ignore[union-attr]
     else:
         with ws.session() as session:
             mv = registry.production_version(session, ws.cfg.model)
             production = core.model_ref(mv) if mv else None
-    records.update_run(ws, run_id, batch_id=dataset_id, production_before=production and production["id"],
+    records.update_run(ws, run_id, batch_id=dataset_id, production_before=production["id"] if production else None,
                        replay_of=prior.id if prior else None)
 
     frame = core.load_dataset(ws, dataset_id)
@@ -255,7 +256,13 @@ def _retrain(ws: Workspace, wsref: str, stage: _Stages, run_id: str, summary: di
 
 
 def _apply(ws: Workspace, version: int, decision: dict[str, Any], evaluation: dict[str, Any], run_id: str) -> None:
-    """Carry out the gate's decision through the registry (one audited transaction each)."""
+    """Carry out the gate's decision through the registry (one audited transaction each).
+
+    Only a fresh candidate is acted on: a run restarted after being killed finds its decision applied.
+    """
+    with ws.session() as session:
+        if registry.get_version(session, ws.cfg.model, version).status != "candidate":
+            return
     actor = f"{registry.current_actor()} (pipeline)"
     reason = "; ".join(decision["reasons"])[:2000]
     details = {"run_id": run_id, "policy_hash": decision["policy_hash"]}
@@ -296,4 +303,5 @@ def _finish(ws: Workspace, run_id: str, summary: dict[str, Any], production: dic
         summary["alerts"] = records.clean(monitoring.after_run(ws, run_id, summary))
     records.finish_run(ws, run_id, status, decision=summary.get("decision"), reasons=summary.get("reasons"),
                        summary=summary, production_after=mv.id if mv else None)
+    records.abandon_unfinished(ws, summary["dataset_version"], summary["batch"], run_id)
     return summary

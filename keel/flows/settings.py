@@ -23,6 +23,9 @@ def configure_prefect(home: Path) -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_TASKS_REFRESH_CACHE": "false",
+        # Alibi Detect imports transformers, which announces it found no deep-learning framework
+        "TRANSFORMERS_VERBOSITY": "error",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
