@@ -95,14 +95,14 @@ class KeelApp(App[None]):
 
     def action_help(self) -> None:
         screen = self.screen
-        rows = []
-        seen = set()
-        for key, active in screen.active_bindings.items():
+        rows, seen = [], set()
+        for active in screen.active_bindings.values():  # keel's own keys carry an id; widget internals do not
             b = active.binding
-            if b.action in seen and not b.show:
+            if not b.id or b.id in seen:
                 continue
-            seen.add(b.action)
+            seen.add(b.id)
             rows.append((b.key_display or self.get_key_display(b), b.description, b.tooltip, active.enabled))
+        rows.sort(key=lambda r: (r[0] in "12345" and len(r[0]) == 1, r[0].lower()))
         why = "" if self.ctx.can_act else self.ctx.why
         self.push_screen(HelpModal(getattr(screen, "VIEW", "") or "keel", rows, why))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.tui import world
+
+
+def me() -> str:
+    """The operating-system user the registry sees (nothing lets a test act as someone else)."""
+    from keel.core.registry import current_actor
+
+    return current_actor()
 
 
 @pytest.fixture(scope="session")
@@ -22,15 +28,14 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("KEEL_HOME", str(root / ".keel"))
         mp.delenv("SSH_CLIENT", raising=False)
         mp.delenv("SSH_CONNECTION", raising=False)
-        mp.setattr(getpass, "getuser", lambda: "ops")
-        world.build(root, ["ops"], mp)
+        world.build(root, [me()], mp)
         dispose_engines()
     return root
 
 
 @pytest.fixture
 def store(seeded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Path]]:
-    """make(approvers) -> keel.toml of a fresh copy of the seeded store, acting as OS user 'ops'."""
+    """make(approvers) -> keel.toml of a fresh copy of the seeded store (default approver: this OS user)."""
     from keel.core.store.engine import dispose_engines
 
     home = tmp_path / ".keel"
@@ -39,11 +44,15 @@ def store(seeded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     monkeypatch.setenv("KEEL_ARTIFACTS_URL", str(seeded / ".keel" / "artifacts"))
     monkeypatch.delenv("SSH_CLIENT", raising=False)
     monkeypatch.delenv("SSH_CONNECTION", raising=False)
-    monkeypatch.setattr(getpass, "getuser", lambda: "ops")
     monkeypatch.chdir(tmp_path)
 
     def make(approvers: list[str] | None = None) -> Path:
-        return world.write_config(tmp_path, ["ops"] if approvers is None else approvers)
+        return world.write_config(tmp_path, [me()] if approvers is None else approvers)
 
     yield make
     dispose_engines()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -52,9 +52,9 @@ def render_lineage(lin: dict[str, Any], history: list[dict[str, Any]], state: di
                   title_style="bold", box=None, show_edge=False, pad_edge=False)
     for col in ("when", "ver", "action", "who", "why"):
         table.add_column(col, no_wrap=True)
-    for e in history:
+    for e in history[:6]:
         table.add_row(short_when(e["at"]), f"v{e['version']}", e["action"], clip(e["actor"], 16), clip(e["reason"], 30))
-    return Group(*parts, Text(""), table)
+    return Group(table, Text(""), *parts)
 
 
 class ModelsScreen(KeelScreen):

@@ -1,0 +1,240 @@
+"""Pilot tests at 80x24: drive the keys, then look at what the store holds."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session, col, select
+
+from keel.core.store.models import Alert, Alias, AuditEvent, ModelVersion, Review
+from keel.tui.app import KeelApp
+from keel.tui.modals.confirm import ConfirmModal
+from keel.tui.modals.error import ErrorModal
+from keel.tui.modals.help import HelpModal
+from keel.tui.screens.models import ModelsScreen
+from keel.tui.screens.run_detail import RunDetailScreen
+from keel.tui.widgets.paged_table import PagedTable
+from tests.tui.conftest import me
+from tests.tui.helpers import screen_text, settled, until
+
+SIZE = (80, 24)
+pytestmark = pytest.mark.anyio
+
+
+def _engine():
+    from keel.core.workspace import open_store
+
+    return open_store()
+
+
+def _production() -> int | None:
+    with Session(_engine()) as s:
+        alias = s.get(Alias, ("churn", "production"))
+        return s.get(ModelVersion, alias.model_version_id).version if alias else None
+
+
+def _audit() -> list[tuple[str, str, int | None, str | None]]:
+    with Session(_engine()) as s:
+        return [(e.actor, e.action, e.version, e.reason) for e in s.exec(select(AuditEvent).order_by(col(AuditEvent.id)))]
+
+
+async def _ready(pilot) -> None:  # noqa: ANN001
+    app = pilot.app
+    await until(pilot, lambda: getattr(app.screen, "loaded", True) and app.ctx.allowed is not None)
+    await settled(pilot)
+
+
+async def _view(pilot, key: str) -> None:  # noqa: ANN001
+    await pilot.press(key)
+    await _ready(pilot)
+
+
+async def _confirm(pilot, version: str, reason: str) -> None:  # noqa: ANN001
+    app = pilot.app
+    assert isinstance(app.screen, ConfirmModal)
+    assert app.focused is not None and app.focused.id == "cancel", "focus starts on Cancel"
+    await pilot.press("shift+tab", "shift+tab")  # Cancel -> reason -> version
+    assert app.focused.id == "version"
+    await pilot.press(*version, "enter")  # enter moves on to the reason
+    await pilot.press(*reason, "enter")
+    await pilot.pause()
+
+
+async def test_runs_newest_first_filter_and_open_a_run_5(store):
+    app = KeelApp(store(), refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        table = app.screen.query_one(PagedTable)
+        assert table.row_count == 4
+        assert [app.screen.page["rows"][i]["batch"] for i in (0, 3)] == ["customers-2026-04.parquet",
+                                                                        "customers-2026-01.parquet"]
+        assert "Runs · 1-4 of 4" in screen_text(app)
+        await pilot.press("slash", *"quarantined", "enter")
+        await _ready(pilot)
+        assert table.row_count == 1 and "filter: quarantined" in screen_text(app)
+        await pilot.press("escape")
+        await _ready(pilot)
+        assert table.row_count == 4
+        await pilot.press("j", "k", "enter")
+        await _ready(pilot)
+        assert isinstance(app.screen, RunDetailScreen)
+        text = screen_text(app)
+        assert "00000000-0000-4000-8000-000000000004" in text and "Stages" in text
+        detail = app.screen.detail
+        assert detail["drift"]["features"] and detail["metric_values"]["roc_auc"] > 0.5
+        await pilot.press("escape")
+        assert not isinstance(app.screen, RunDetailScreen)
+
+
+async def test_approve_in_the_tui_moves_production_and_writes_the_audit_event_5(store):
+    app = KeelApp(store(), refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _view(pilot, "4")
+        assert app.screen.check_action("approve", ()) is True
+        await pilot.press("A")
+        await _confirm(pilot, "3", "better recall; drift understood")
+        await _ready(pilot)
+        assert not isinstance(app.screen, ConfirmModal)
+    assert _production() == 3
+    events = _audit()
+    assert (me(), "approve", 3, "better recall; drift understood") in events
+    assert (me(), "promote", 3, "better recall; drift understood") in events
+    with Session(_engine()) as s:
+        assert s.exec(select(Review)).one().status == "approved"
+
+
+async def test_wrong_version_or_no_reason_keeps_the_modal_and_changes_nothing_5(store):
+    app = KeelApp(store(), refresh=0)
+    before = _audit()
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _view(pilot, "4")
+        await pilot.press("A")
+        await _confirm(pilot, "2", "oops")
+        assert isinstance(app.screen, ConfirmModal)
+        assert "type 3 to confirm" in screen_text(app)
+        await pilot.press("escape")
+        await _ready(pilot)
+        assert not isinstance(app.screen, ConfirmModal)
+    assert _production() == 2 and _audit() == before
+
+
+async def test_non_approver_sees_actions_greyed_and_changes_nothing_5(store):
+    app = KeelApp(store(["alice"]), refresh=0)
+    before = _audit()
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _view(pilot, "4")
+        for action in ("approve", "reject", "rollback", "promote"):
+            assert app.screen.check_action(action, ()) is None
+        assert f"{me()} is not an approver (alice)" in screen_text(app)
+        await pilot.press("A", "X", "B", "P")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmModal)
+        await _view(pilot, "2")
+        await pilot.press("P", "B")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmModal)
+    assert _production() == 2 and _audit() == before
+
+
+async def test_read_only_flag_and_missing_keel_toml_turn_actions_off_5(store):
+    store()
+    for app in (KeelApp("keel.toml", read_only=True, refresh=0), KeelApp(None, refresh=0)):
+        async with app.run_test(size=SIZE) as pilot:
+            await _ready(pilot)
+            assert app.screen.query_one(PagedTable).row_count == 4, "browsing works"
+            await _view(pilot, "4")
+            assert app.screen.check_action("approve", ()) is None
+            assert "read-only" in screen_text(app)
+    assert _production() == 2
+
+
+async def test_reject_needs_a_reason_and_records_it_5(store):
+    app = KeelApp(store(), refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _view(pilot, "4")
+        await pilot.press("X")
+        await _confirm(pilot, "3", "")
+        assert "a reason is required" in screen_text(app)
+        await pilot.press(*"worse on log loss", "enter")
+        await _ready(pilot)
+        assert app.screen.query_one(PagedTable).row_count == 0, "the inbox is empty now"
+    assert (me(), "reject", 3, "worse on log loss") in _audit()
+    assert _production() == 2
+
+
+async def test_models_rollback_and_promote_a_chosen_version_5(store):
+    app = KeelApp(store(), refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _view(pilot, "2")
+        assert isinstance(app.screen, ModelsScreen)
+        await until(pilot, lambda: app.screen.lineage is not None)
+        assert "Production history of churn (now v2" in screen_text(app)
+        await pilot.press("B")
+        assert app.screen.request.version == 1  # type: ignore[attr-defined]
+        await _confirm(pilot, "1", "v2 misbehaves in production")
+        await _ready(pilot)
+        assert _production() == 1
+        await until(pilot, lambda: app.screen.state.get("production") == 1)
+        await pilot.press("P")  # the cursor is on v3
+        await _confirm(pilot, "3", "manual promotion after review meeting")
+        await _ready(pilot)
+    assert _production() == 3
+    actions = [(a, v) for _, a, v, _ in _audit()]
+    assert ("rollback", 1) in actions and ("promote", 3) in actions
+
+
+async def test_conflict_shows_the_error_title_over_the_message_5(store):
+    from keel.core import registry
+    from keel.core.workspace import Workspace
+
+    config = store()
+    app = KeelApp(config, refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _view(pilot, "4")
+        # another operator rolls production back while this one looks at the review
+        registry.rollback(Workspace.open(config), "churn", "someone else acted", actor=me())
+        await pilot.press("A")
+        await _confirm(pilot, "3", "approve on a stale screen")
+        await until(pilot, lambda: isinstance(app.screen, ErrorModal))
+        text = screen_text(app)
+        assert "Conflict" in text and "changed" in text
+        await pilot.press("escape")
+    assert _production() == 1
+
+
+async def test_alerts_ack_quarantine_rows_help_and_jump_5(store):
+    app = KeelApp(store(), refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _view(pilot, "5")
+        text = screen_text(app)
+        assert "Quarantined batches" in text and "tenure outside [0, 120]" in text
+        await pilot.press("K")
+        await _ready(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpModal)
+        assert "Acknowledge" in screen_text(app)
+        await pilot.press("escape", "colon", *"mod", "enter")
+        await _ready(pilot)
+        assert isinstance(app.screen, ModelsScreen)
+    with Session(_engine()) as s:
+        acked = [a for a in s.exec(select(Alert)) if a.acked_by]
+    assert len(acked) == 1 and acked[0].acked_by == me()
+
+
+async def test_auto_refresh_picks_up_a_new_run_5(store):
+    from keel.core import records
+    from keel.core.workspace import Workspace
+
+    config = store()
+    app = KeelApp(config, refresh=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        records.start_run(Workspace.open(config), "/data/customers-2026-05.parquet", None)
+        await until(pilot, lambda: app.screen.query_one(PagedTable).row_count == 5)
+        assert "customers-2026-05" in screen_text(app)
