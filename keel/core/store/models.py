@@ -273,9 +273,30 @@ class Alert(SQLModel, table=True):
     severity: str = Field(default="warning", max_length=16)
     message: str
     delivered: bool = False
+    delivery_error: str | None = Field(default=None, description="why delivery failed, when it did")
+    details: dict[str, Any] | None = _json()
     acked_by: str | None = None
     acked_at: datetime | None = None
+    ack_reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class AlertCheck(SQLModel, table=True):
+    """One evaluation of one alert rule on one run: the history that k-of-n and cool-down count over."""
+
+    __tablename__ = "alert_check"
+    __table_args__ = (UniqueConstraint("rule", "model_name", "run_id"),
+                      Index("ix_alert_check_rule_model", "rule", "model_name"))
+    id: int | None = Field(default=None, primary_key=True)
+    rule: str = Field(max_length=32)
+    model_name: str = Field(max_length=200)
+    run_id: str = Field(max_length=36)
+    dataset_id: str | None = Field(default=None, max_length=64)
+    breached: bool = False
+    fired: bool = False
+    value: float | None = None
+    detail: str | None = None
+    at: datetime = Field(default_factory=utcnow)
 
 
 class Quarantine(SQLModel, table=True):

@@ -29,12 +29,32 @@ def upgrade() -> None:
     sa.Column('severity', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('message', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('delivered', sa.Boolean(), nullable=False),
+    sa.Column('delivery_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('details', sa.JSON(), nullable=True),
     sa.Column('acked_by', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('acked_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('ack_reason', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('rule', 'model_name', 'dataset_id')
     )
+    op.create_table('alert_check',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('rule', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+    sa.Column('model_name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('run_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
+    sa.Column('dataset_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+    sa.Column('breached', sa.Boolean(), nullable=False),
+    sa.Column('fired', sa.Boolean(), nullable=False),
+    sa.Column('value', sa.Float(), nullable=True),
+    sa.Column('detail', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('rule', 'model_name', 'run_id')
+    )
+    with op.batch_alter_table('alert_check', schema=None) as batch_op:
+        batch_op.create_index('ix_alert_check_rule_model', ['rule', 'model_name'], unique=False)
+
     op.create_table('audit_event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
@@ -336,5 +356,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_audit_event_model_name'))
 
     op.drop_table('audit_event')
+    with op.batch_alter_table('alert_check', schema=None) as batch_op:
+        batch_op.drop_index('ix_alert_check_rule_model')
+
+    op.drop_table('alert_check')
     op.drop_table('alert')
     # ### end Alembic commands ###
