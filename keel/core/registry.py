@@ -207,7 +207,8 @@ def promote(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
         return mv
 
     mv = _commit(ws, work)
-    notify_waiting_run(ws, mv.id, "approve", actor, reason)
+    if action != "promote:auto":  # a manual promotion of a candidate under review also ends a waiting run
+        notify_waiting_run(ws, mv.id, "approve", actor, reason)
     return mv
 
 
