@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.core.errors import ConfigError
@@ -82,7 +82,9 @@ class MonitorConfig(_Section):
 
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="probability cut-off for the positive class")
     metric: str = Field("roc_auc", description="the metric whose drop triggers retraining")
-    max_drop: float = Field(0.02, ge=0.0, description="drop from the training-time value that triggers retraining")
+    max_drop: float = Field(0.02, ge=0.0, description="drop from the training-time value that triggers retraining; also the alert threshold of every metric (a rise for log_loss and brier)")
+    estimate: bool = Field(True, description="estimate accuracy, precision, recall, F1 and ROC AUC before labels come (CBPE on calibrated probabilities)")
+    calibration: Literal["isotonic", "platt"] = Field("isotonic", description="how the estimate calibrates the production model's holdout scores")
 
 
 class RetrainConfig(_Section):
@@ -127,13 +129,20 @@ class AlertsConfig(_Section):
     """[alerts]: alert rules and delivery."""
 
     urls: list[str] = Field(default_factory=list, description="Apprise URLs")
-    on_drift: bool = True
-    on_drop: bool = True
-    on_failure: bool = True
-    on_quarantine: bool = True
+    on_drift: bool = Field(True, description="alert when features or predictions drift")
+    on_drop: bool = Field(True, description="alert when the realised [monitor] metric falls more than max_drop below training")
+    on_estimated_drop: bool = Field(True, description="alert when the label-free estimate of the [monitor] metric falls more than max_drop below training")
+    on_failure: bool = Field(True, description="alert when a pipeline run fails")
+    on_quarantine: bool = Field(True, description="alert when a whole batch is quarantined")
     persist_k: int = Field(1, ge=1, description="fire after k of the last n batches")
-    persist_n: int = Field(1, ge=1)
+    persist_n: int = Field(1, ge=1, description="the n of k-of-n; must be at least persist_k")
     cooldown: int = Field(0, ge=0, description="batches between two alerts of one rule")
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> AlertsConfig:
+        if self.persist_k > self.persist_n:
+            raise ValueError(f"persist_k ({self.persist_k}) must not exceed persist_n ({self.persist_n})")
+        return self
 
 
 class StoreConfig(_Section):

@@ -1,0 +1,146 @@
+"""Label-free performance estimation (CBPE): expected metrics from calibrated probabilities.
+
+Confidence-based performance estimation (NannyML's CBPE): calibrate the model's scores on labelled
+holdout data, then treat each calibrated probability as the chance that the row is positive. The
+expected confusion matrix on an unlabelled batch follows, and with it expected accuracy, precision,
+recall, F1 and ROC AUC. It assumes P(y | score) is the same as on the holdout, i.e. no concept
+drift: a change in how often delays happen at a given score (a label shift the features do not
+explain) is invisible to it, and only realised metrics can show that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from keel.core.errors import DataError
+
+ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """A monotone map from raw score to P(positive), fitted on labelled holdout data."""
+
+    method: str
+    x: tuple[float, ...]  # isotonic: knot scores; platt: (a, b) of sigmoid(a * logit(s) + b)
+    y: tuple[float, ...]
+    n: int
+    positives: int
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        if self.method == "platt":
+            a, b = self.x
+            return _sigmoid(a * _logit(s) + b)
+        return np.interp(s, np.asarray(self.x), np.asarray(self.y))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "x": list(self.x), "y": list(self.y), "n": self.n, "positives": self.positives}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
+        return cls(data["method"], tuple(data["x"]), tuple(data["y"]), data["n"], data["positives"])
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _check(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise DataError("calibration needs one score per label")
+    keep = np.isfinite(y) & np.isfinite(s)
+    y, s = y[keep], s[keep]
+    if y.size < 20 or y.min() == y.max():
+        raise DataError("calibration needs at least 20 labelled holdout rows of both classes")
+    return y, s
+
+
+def fit_calibrator(y: np.ndarray, scores: np.ndarray, method: Literal["isotonic", "platt"] = "isotonic") -> Calibrator:
+    """Fit isotonic regression (pool-adjacent-violators) or Platt scaling of scores to labels."""
+    y, s = _check(y, scores)
+    if method == "platt":
+        return _fit_platt(y, s)
+    from scipy.optimize import isotonic_regression
+
+    order = np.argsort(s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    # equal scores share one target: average them first so the fit is a function of the score
+    knots, start = np.unique(s_sorted, return_index=True)
+    counts = np.diff(np.append(start, s_sorted.size))
+    means = np.add.reduceat(y_sorted, start) / counts
+    fitted = isotonic_regression(means, weights=counts.astype(np.float64), increasing=True).x
+    return Calibrator("isotonic", tuple(knots.tolist()), tuple(np.clip(fitted, 0.0, 1.0).tolist()),
+                      int(y.size), int(y.sum()))
+
+
+def _fit_platt(y: np.ndarray, s: np.ndarray) -> Calibrator:
+    """Logistic regression of y on logit(score), by Newton's method (Platt's smoothed targets)."""
+    n_pos, n_neg = y.sum(), y.size - y.sum()
+    t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    X = np.column_stack([_logit(s), np.ones_like(s)])
+    w = np.array([1.0, 0.0])
+    for _ in range(100):
+        p = _sigmoid(X @ w)
+        grad = X.T @ (p - t)
+        hess = X.T @ (X * (p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return Calibrator("platt", (float(w[0]), float(w[1])), (), int(y.size), int(n_pos))
+
+
+def expected_auc(scores: np.ndarray, p: np.ndarray) -> float | None:
+    """ROC AUC expected when row i is positive with probability p_i, ranked by ``scores`` (ties halved)."""
+    order = np.argsort(-scores, kind="stable")
+    s, w = scores[order], p[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    tp = np.add.reduceat(w, starts)
+    fp = np.add.reduceat(1.0 - w, starts)
+    total_p, total_n = tp.sum(), fp.sum()
+    if total_p <= 0 or total_n <= 0:
+        return None
+    tpr = np.r_[0.0, np.cumsum(tp)] / total_p
+    fpr = np.r_[0.0, np.cumsum(fp)] / total_n
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def estimate_metrics(scores: np.ndarray, calibrator: Calibrator, threshold: float = 0.5) -> dict[str, Any]:
+    """Expected accuracy, precision, recall, F1 and ROC AUC of the scores on an unlabelled batch."""
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        raise DataError("no scores to estimate from")
+    p = calibrator(s)
+    pred = s >= threshold
+    tp, fp = float(p[pred].sum()), float((1 - p[pred]).sum())
+    fn, tn = float(p[~pred].sum()), float((1 - p[~pred]).sum())
+    correct = np.where(pred, p, 1 - p)
+    n = s.size
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b > 0 else 0.0
+
+    return {
+        "accuracy": float(correct.mean()),
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "roc_auc": expected_auc(s, p),
+        # the realised accuracy scatters around the expectation by this much on n rows
+        "accuracy_se": float(math.sqrt(float(np.sum(correct * (1 - correct)))) / n),
+        "expected_positive_rate": float(p.mean()),
+        "n": int(n),
+    }
