@@ -81,7 +81,16 @@ def fit_calibrator(y: np.ndarray, scores: np.ndarray, method: Literal["isotonic"
     counts = np.diff(np.append(start, s_sorted.size))
     means = np.add.reduceat(y_sorted, start) / counts
     fitted = isotonic_regression(means, weights=counts.astype(np.float64), increasing=True).x
-    return Calibrator("isotonic", tuple(knots.tolist()), tuple(np.clip(fitted, 0.0, 1.0).tolist()),
+    # the fit is a staircase; a step's rows would all look alike and the expected AUC would come out
+    # low, so interpolate linearly between the steps' centres (weighted mean score of each step)
+    steps = np.flatnonzero(np.r_[True, fitted[1:] != fitted[:-1]])
+    weights = np.add.reduceat(counts, steps)
+    centres = np.add.reduceat(knots * counts, steps) / weights
+    values = fitted[steps]
+    if centres.size > 1:
+        centres = np.r_[knots[0], centres, knots[-1]]
+        values = np.r_[values[0], values, values[-1]]
+    return Calibrator("isotonic", tuple(centres.tolist()), tuple(np.clip(values, 0.0, 1.0).tolist()),
                       int(y.size), int(y.sum()))
 
 

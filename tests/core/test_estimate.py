@@ -1,0 +1,109 @@
+"""The label-free estimate (CBPE): known answers on generated data, and its record on the real demo months."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from keel.core.estimate import expected_auc, estimate_metrics, fit_calibrator
+from keel.core.evaluate import classification_metrics
+
+
+def _world(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Covariate shift only: P(y | x) is fixed; the model's score is that probability, overconfident."""
+    x1, x2 = rng.normal(shift, 1, n), rng.normal(0, 1, n)
+    truth = 1 / (1 + np.exp(-(1.4 * x1 - 0.8 * x2 - 0.7)))
+    y = (rng.random(n) < truth).astype(int)
+    logit = np.log(truth / (1 - truth))
+    score = 1 / (1 + np.exp(-2.2 * logit - 0.4))  # a badly calibrated model with the right ranking
+    return y, score
+
+
+@pytest.mark.parametrize("method", ["isotonic", "platt"])
+def test_estimate_matches_realised_metrics_without_concept_drift_3(method):
+    rng = np.random.default_rng(3)
+    hold_y, hold_s = _world(rng, 50_000, 0.0)
+    cal = fit_calibrator(hold_y, hold_s, method)
+    errors, raw_errors = [], []
+    for shift in (-1.0, -0.5, 0.0, 0.4, 0.8, 1.2):
+        y, s = _world(rng, 30_000, shift)
+        real, est = classification_metrics(y, s), estimate_metrics(s, cal)
+        errors.append(est["accuracy"] - real["accuracy"])
+        raw_errors.append(np.mean(np.where(s >= 0.5, s, 1 - s)) - real["accuracy"])  # no calibration
+        assert abs(est["roc_auc"] - real["roc_auc"]) < 0.01
+        assert abs(est["precision"] - real["precision"]) < 0.02 and abs(est["recall"] - real["recall"]) < 0.02
+        assert abs(est["accuracy"] - real["accuracy"]) < 0.015
+    assert np.mean(np.abs(errors)) < 0.01, "within 1 point on average when P(y|score) holds"
+    assert np.mean(np.abs(raw_errors)) > 0.03, "the uncalibrated scores would have been far off"
+
+
+def test_expected_auc_is_exact_for_certain_labels_and_half_for_ties_3():
+    s = np.array([0.9, 0.8, 0.3, 0.2])
+    assert expected_auc(s, np.array([1.0, 1.0, 0.0, 0.0])) == pytest.approx(1.0)
+    assert expected_auc(s, np.array([0.0, 0.0, 1.0, 1.0])) == pytest.approx(0.0)
+    assert expected_auc(np.full(4, 0.5), np.array([1.0, 0.0, 1.0, 0.0])) == pytest.approx(0.5)
+    assert expected_auc(s, np.ones(4)) is None
+
+
+def test_calibration_refuses_too_little_or_one_class_3():
+    from keel.core.errors import DataError
+
+    with pytest.raises(DataError):
+        fit_calibrator(np.ones(100), np.linspace(0, 1, 100))
+    with pytest.raises(DataError):
+        fit_calibrator(np.array([0, 1] * 5), np.linspace(0, 1, 10))
+
+
+def test_estimate_on_the_demo_months_misses_only_where_labels_shift_3(flights, capsys):
+    """The demo's first production model (trained on January as the pipeline trains it), estimated on
+    every later month of 2013 and compared with the realised accuracy once the labels are known.
+
+    Measured: MAE 4.1 points over February-December, so the issue's 2-point bound does NOT hold on
+    this data. The misses follow the delay rate, which moves with causes the features do not carry
+    (congestion, weather elsewhere): April +11 points more delays than the scores expect, July +7,
+    September -9, December +8 (error correlation with that shift about 0.9). On top, every month
+    ranks worse than the January holdout promised (realised ROC AUC 0.05-0.13 below the estimate:
+    a random in-month holdout shares days and weather with the training rows and flatters the
+    model), which leaves a +1 to +3 point bias where the delay rate did not move (Feb, Mar, Aug).
+    CBPE assumes no concept drift; both effects are concept drift, visible only once labels come.
+    """
+    import tomllib
+
+    from keel.core.config import parse_config
+    from keel.core.data import feature_spec, label_array
+    from keel.core.demo import DEMO_CONFIG
+    from keel.core.train import load_booster, model_params, predict, train_model
+
+    cfg = parse_config(tomllib.loads(DEMO_CONFIG))
+    january = flights.filter((pl.col("month") == 1) & pl.col("delayed").is_not_null()).sort("time_hour", "flight_id")
+    holdout_rows = np.random.default_rng(cfg.retrain.seed).random(january.height) < cfg.retrain.holdout_share
+    train, holdout = january.filter(pl.Series(~holdout_rows)), january.filter(pl.Series(holdout_rows))
+    spec = feature_spec(cfg, train)
+    model = train_model(train, spec, model_params(cfg.retrain.params, cfg.retrain.seed), cfg.retrain.num_boost_round)
+    booster = load_booster(model.text)
+    cal = fit_calibrator(label_array(holdout, spec), predict(booster, holdout, spec, model.categories))
+
+    rows = []
+    for month in range(2, 13):
+        frame = flights.filter(pl.col("month") == month)
+        s, y = predict(booster, frame, spec, model.categories), label_array(frame, spec)
+        est = estimate_metrics(s, cal)  # from the scores alone, labels unseen
+        known = ~np.isnan(y)
+        real = classification_metrics(y[known].astype(int), s[known])
+        rows.append({"month": month, "err": est["accuracy"] - real["accuracy"], "est": est["accuracy"],
+                     "real": real["accuracy"], "rate_shift": float(y[known].mean()) - est["expected_positive_rate"],
+                     "auc_fall": est["roc_auc"] - real["roc_auc"]})
+    mae = float(np.mean([abs(r["err"]) for r in rows]))
+    with capsys.disabled():
+        print(f"\nCBPE on the demo months (January model): accuracy MAE {100 * mae:.2f} points")
+        for r in rows:
+            print(f"  2013-{r['month']:02d}  estimated {r['est']:.3f}  realised {r['real']:.3f}  "
+                  f"error {100 * r['err']:+.2f}  delay-rate shift {100 * r['rate_shift']:+.1f}  "
+                  f"AUC fall {r['auc_fall']:+.3f}")
+    for r in rows:
+        if abs(r["err"]) > 0.02:
+            assert abs(r["rate_shift"]) > 0.02 or r["auc_fall"] > 0.05, f"unexplained miss in month {r['month']}"
+    corr = np.corrcoef([r["err"] for r in rows], [r["rate_shift"] for r in rows])[0, 1]
+    assert corr > 0.8, f"the misses follow the delay-rate shift the scores cannot see (r = {corr:.2f})"
+    assert 0.02 < mae < 0.06, f"the demo's figure changed: MAE {mae:.4f}; update the report and this test"
