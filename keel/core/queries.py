@@ -127,10 +127,9 @@ def run_detail(engine: Engine, run_id: str, quarantine_limit: int = 50) -> dict[
             {"row_index": q.row_index, "row_id": q.row_id, "reason": q.reason, "whole_batch": q.whole_batch}
             for q in q_rows]}
         out["drift"] = _drift_of(session, batch, run.id)
-        points = session.exec(select(MetricPoint).where(MetricPoint.run_id == run.id, MetricPoint.scope == "batch")
-                              .order_by(col(MetricPoint.name))).all()
-        metrics = {p.name: p.value for p in points} or {
-            k: v for k, v in (out["metrics"] or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        # the run's own summary holds its monitor metrics (metric_point has no run_id index to search by)
+        metrics = {k: v for k, v in (out["metrics"] or {}).items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)}
         out["metric_values"] = metrics
         out["confusion"] = (out["metrics"] or {}).get("confusion")
         alert_query = select(Alert).where(Alert.run_id == run.id)

@@ -50,15 +50,22 @@ class KeelApp(App[None]):
                  refresh: float = 10.0) -> None:
         super().__init__()
         self.ctx = TuiContext(Path(config_path) if config_path else None, read_only, refresh)
+        self._rights_started = False
 
     def on_mount(self) -> None:
-        self.resolve_rights()
+        # the rights need the registry (and polars): resolve them once the first page is up, not before
+        self.set_timer(1.0, self.start_rights)
         if self.ctx.refresh > 0:
             self.set_interval(self.ctx.refresh, self.auto_refresh, name="auto-refresh")
 
     def auto_refresh(self) -> None:
         if isinstance(self.screen, KeelScreen):
             self.screen.reload()
+
+    def start_rights(self) -> None:
+        if not self._rights_started:
+            self._rights_started = True
+            self.resolve_rights()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="rights")
     def resolve_rights(self) -> None:

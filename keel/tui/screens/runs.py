@@ -65,6 +65,7 @@ class RunsScreen(KeelScreen):
         self.query_one(PagedTable).show(rows, [r["run_id"] for r in self.page["rows"]])
         self.loaded = True
         self.show_status()
+        self.keel.start_rights()
 
     def status_parts(self) -> list[str]:
         p = self.page
