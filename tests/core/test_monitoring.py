@@ -1,0 +1,169 @@
+"""Monitoring through real pipeline runs: thresholds on metric points, the estimate beside realised
+values, and alert rules (k of n, failures, quarantine) delivered to a loopback Apprise endpoint."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sqlmodel import Session, select
+
+from keel.core.config import Settings
+from keel.core.demo import DEMO_CONFIG
+from keel.core.evaluate import HIGHER_IS_BETTER
+from keel.core.store.models import Alert, AlertCheck, MetricPoint, ModelVersion, PipelineRun
+from keel.core.workspace import Workspace
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+class Inbox:
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/keel"
+
+
+def _config(folder: Path, urls: list[str], k: int, n: int, cooldown: int) -> Path:
+    path = folder / "keel.toml"
+    path.write_text(DEMO_CONFIG + f"\n[alerts]\nurls = {json.dumps(urls)}\npersist_k = {k}\npersist_n = {n}\n"
+                    f"cooldown = {cooldown}\n")
+    return path
+
+
+def _run(batch: Path, config: Path, home: Path) -> dict:
+    from keel.flows.run_pipeline import run_pipeline
+
+    return run_pipeline(batch=str(batch), config=str(config), home=str(home))
+
+
+@pytest.fixture(scope="module")
+def world(demo_slices, tmp_path_factory):
+    """Three demo months, then two failing runs, then a quarantined batch; drop/failure need 2 of 3."""
+    from keel.core.store.engine import dispose_engines
+
+    folder = tmp_path_factory.mktemp("monitoring")
+    home, inbox = folder / ".keel", Inbox()
+    config = _config(folder, [inbox.url], k=2, n=3, cooldown=1)
+    summaries = [_run(b, config, home) for b in demo_slices[:3]]
+    failures = []
+    for i in range(2):
+        with pytest.raises(Exception, match="no such file"):
+            _run(folder / f"missing-{i}.parquet", config, home)
+    bad = pl.read_parquet(demo_slices[3]).with_columns(
+        pl.when(pl.int_range(pl.len()) % 5 == 0).then(-10).otherwise(pl.col("distance")).alias("distance"))
+    bad.write_parquet(folder / "bad.parquet")
+    quarantined = _run(folder / "bad.parquet", config, home)
+    ws = Workspace.open(config, Settings(home=home))
+    yield {"ws": ws, "summaries": summaries, "failures": failures, "quarantined": quarantined, "inbox": inbox}
+    inbox.server.shutdown()
+    dispose_engines()
+
+
+def _checks(ws: Workspace, rule: str) -> list[AlertCheck]:
+    with Session(ws.engine) as s:
+        return list(s.exec(select(AlertCheck).where(AlertCheck.rule == rule).order_by(AlertCheck.id)))
+
+
+def test_batch_metric_points_carry_thresholds_and_alert_flags_3(world):
+    ws = world["ws"]
+    max_drop = ws.cfg.monitor.max_drop
+    with Session(ws.engine) as s:
+        points = list(s.exec(select(MetricPoint).where(MetricPoint.scope == "batch")))
+        base = {mv.id: mv.train_metrics for mv in s.exec(select(ModelVersion))}
+    assert {p.dataset_id for p in points} == {x["dataset_version"] for x in world["summaries"][1:]}
+    names = {p.name for p in points}
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "confusion_drift_p"} <= names
+    flagged = 0
+    for p in points:
+        if p.name in HIGHER_IS_BETTER:
+            expected = base[p.model_version_id][p.name]
+            if HIGHER_IS_BETTER[p.name]:
+                assert p.lower == pytest.approx(expected - max_drop) and p.upper is None
+                assert p.alert == (p.value < p.lower)
+            else:
+                assert p.upper == pytest.approx(expected + max_drop) and p.lower is None
+                assert p.alert == (p.value > p.upper)
+            flagged += p.alert
+    assert flagged, "the demo's later months fall below the January model's holdout figures"
+
+
+def test_estimate_is_stored_beside_the_realised_values_3(world):
+    ws = world["ws"]
+    for summary in world["summaries"][1:]:
+        est = summary["estimate"]
+        assert est["method"] == "cbpe" and 0.5 < est["accuracy"] < 1 and est["calibrated_on"]
+        with Session(ws.engine) as s:
+            points = {(p.scope, p.name): p for p in s.exec(select(MetricPoint).where(
+                MetricPoint.dataset_id == summary["dataset_version"]))}
+        for name in ("accuracy", "precision", "recall", "roc_auc"):
+            e, r = points[("estimate", name)], points[("batch", name)]
+            assert e.model_version_id == r.model_version_id and e.lower == r.lower
+        assert points[("estimate", "accuracy")].value == pytest.approx(est["accuracy"])
+        assert abs(points[("estimate", "accuracy")].value - summary["metrics"]["accuracy"]) < 0.06
+    assert world["summaries"][0].get("estimate") is None  # nothing served the first batch
+
+
+def test_drop_alert_fires_after_k_of_n_3(world):
+    ws, inbox = world["ws"], world["inbox"]
+    drops = _checks(ws, "drop")
+    assert [c.breached for c in drops] == [True, True], "Feb and Mar fall more than max_drop below training"
+    assert [c.fired for c in drops] == [False, True], "the first breach waits; the second makes 2 of 3"
+    with Session(ws.engine) as s:
+        (alert,) = s.exec(select(Alert).where(Alert.rule == "drop")).all()
+    assert alert.dataset_id == world["summaries"][2]["dataset_version"] and alert.delivered
+    assert alert.run_id == world["summaries"][2]["run_id"]
+    assert world["summaries"][2]["alerts"] and world["summaries"][1]["alerts"] == [
+        a for a in world["summaries"][1]["alerts"] if a["rule"] != "drop"]
+    posted = [p for p in inbox.received if "performance drop" in p["title"]]
+    assert len(posted) == 1 and "roc_auc" in posted[0]["message"]
+
+
+def test_failed_runs_alert_once_they_persist_3(world):
+    ws = world["ws"]
+    failures = _checks(ws, "failure")
+    assert [c.breached for c in failures] == [False, False, False, True, True, False]
+    assert [c.fired for c in failures] == [False, False, False, False, True, False]
+    with Session(ws.engine) as s:
+        (alert,) = s.exec(select(Alert).where(Alert.rule == "failure")).all()
+        run = s.get(PipelineRun, alert.run_id)
+    assert run.status == "failed" and "no such file" in alert.message and alert.severity == "critical"
+    assert any("pipeline failure" in p["title"] for p in world["inbox"].received)
+
+
+def test_quarantine_is_checked_on_every_run_3(world):
+    quarantine = _checks(world["ws"], "quarantine")
+    assert [c.breached for c in quarantine] == [False, False, False, True]  # failed runs are not checked
+    assert world["quarantined"]["status"] == "quarantined"
+    assert "break the data contract" in quarantine[-1].detail
+
+
+def test_undeliverable_alert_never_fails_the_run_3(demo_slices, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"json://127.0.0.1:{sock.getsockname()[1]}/keel"
+    config, home = _config(tmp_path, [dead], k=1, n=1, cooldown=0), tmp_path / ".keel"
+    bad = pl.read_parquet(demo_slices[0]).with_columns(
+        pl.when(pl.int_range(pl.len()) % 5 == 0).then(-10).otherwise(pl.col("distance")).alias("distance"))
+    bad.write_parquet(tmp_path / "bad.parquet")
+    summary = _run(tmp_path / "bad.parquet", config, home)
+    assert summary["status"] == "quarantined"
+    (alert,) = summary["alerts"]
+    assert alert["rule"] == "quarantine" and alert["delivered"] is False and alert["delivery_error"]
