@@ -76,8 +76,8 @@ def attach_labels(ws: Workspace, path: str | Path) -> dict[str, Any]:
             found += session.exec(select(Prediction.dataset_id, Prediction.row_id, Prediction.model_version_id,
                                          Prediction.actual, Prediction.run_id)
                                   .where(col(Prediction.row_id).in_(chunk))).all()
-        model_ids = {mv_id for mv_id, in session.exec(select(ModelVersion.id).where(
-            ModelVersion.model_name == ws.cfg.model)).all()} if found else set()
+        model_ids = set(session.exec(select(ModelVersion.id).where(
+            ModelVersion.model_name == ws.cfg.model)).all()) if found else set()
     found = [f for f in found if f[2] in model_ids]  # another model's predictions are not ours to label
     known = {f[1] for f in found}
     unknown = [i for i in ids if i not in known]
