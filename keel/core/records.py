@@ -7,22 +7,21 @@ from __future__ import annotations
 
 import math
 import uuid
+from datetime import UTC
 from typing import Any
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import col, func, select
 
-from keel.core.store.engine import insert_ignore
+from keel.core.store.engine import bulk_insert_ignore, insert_ignore
 from keel.core.store.models import (
     DatasetLineage,
     DatasetVersion,
     DriftReport,
     FeatureDrift,
-    MetricPoint,
     ModelVersion,
     PipelineRun,
-    Prediction,
     Quarantine,
     StageRun,
     utcnow,
@@ -137,12 +136,10 @@ def record_predictions(ws: Workspace, dataset_id: str, model_version_id: int, id
                        actual: np.ndarray, threshold: float, run_id: str) -> None:
     labels = (scores >= threshold).astype(int).tolist()
     act = [None if math.isnan(a) else int(a) for a in actual.tolist()]
-    rows = [{"dataset_id": dataset_id, "row_id": i, "model_version_id": model_version_id, "score": s,
-             "label": lab, "actual": a, "run_id": run_id}
+    rows = [(dataset_id, i, model_version_id, s, lab, a, run_id)
             for i, s, lab, a in zip(ids, scores.tolist(), labels, act, strict=True)]
-    with ws.session() as session:
-        for start in range(0, len(rows), 20000):
-            insert_ignore(session, Prediction, rows[start:start + 20000])
+    bulk_insert_ignore(ws.engine, "prediction",
+                       ("dataset_id", "row_id", "model_version_id", "score", "label", "actual", "run_id"), rows)
 
 
 def record_drift(ws: Workspace, dataset_id: str, reference_id: str, settings_hash: str, run_id: str,
@@ -183,9 +180,34 @@ def record_metrics(ws: Workspace, model_version_id: int, dataset_id: str, scope:
         lo, hi = thresholds.get(name, (None, None))
         rows.append({"model_name": ws.cfg.model, "model_version_id": model_version_id, "dataset_id": dataset_id,
                      "run_id": run_id, "scope": scope, "name": name, "value": clean(value), "lower": lo, "upper": hi,
-                     "alert": name in alerts, "at": utcnow()})
-    with ws.session() as session:
-        insert_ignore(session, MetricPoint, rows)
+                     "alert": name in alerts})
+    log_metric_points(ws, rows)
+
+
+METRIC_COLUMNS = ("model_name", "model_version_id", "dataset_id", "run_id", "scope", "name", "value", "lower",
+                  "upper", "alert", "at")
+
+
+def _stamp(at: Any) -> Any:
+    """A datetime as the store keeps it: naive UTC on SQLite, aware elsewhere."""
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def log_metric_points(ws: Workspace, rows: list[dict[str, Any]]) -> int:
+    """Bulk-log metric points in one transaction (existing keys are kept); returns how many were given."""
+    sqlite = ws.engine.dialect.name == "sqlite"
+    now = utcnow()
+    default_at = _stamp(now) if sqlite else now
+
+    def params(r: dict[str, Any]) -> tuple[Any, ...]:
+        at = r.get("at")
+        value = r.get("value")
+        return (r["model_name"], r["model_version_id"], r["dataset_id"], r.get("run_id"), r["scope"], r["name"],
+                None if value is None or value != value else float(value), r.get("lower"), r.get("upper"),
+                bool(r.get("alert")), default_at if at is None else (_stamp(at) if sqlite else at))
+
+    bulk_insert_ignore(ws.engine, "metric_point", METRIC_COLUMNS, [params(r) for r in rows])
+    return len(rows)
 
 
 def register_model(ws: Workspace, fields: dict[str, Any]) -> ModelVersion:

@@ -99,3 +99,30 @@ def table_names(engine: Engine) -> list[str]:
 
 
 __all__ = ["SQLModel", "dispose_engines", "get_engine", "insert_ignore", "session_scope"]
+
+
+def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert many plain rows (already converted to driver types) in one transaction, skipping existing keys.
+
+    The fast path for predictions and metric points: the driver's own batch insert, no ORM per row.
+    """
+    if not rows:
+        return
+    cols = ", ".join(columns)
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        if engine.dialect.name == "sqlite":
+            marks = ", ".join("?" for _ in columns)
+            cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", rows)
+        else:
+            from psycopg2.extras import execute_values
+
+            execute_values(cur, f"INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING", rows,
+                           page_size=5000)
+        raw.commit()
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()

@@ -195,6 +195,7 @@ class MetricPoint(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("model_version_id", "dataset_id", "scope", "name"),
         Index("ix_metric_point_model_name", "model_name", "name"),
+        Index("ix_metric_point_run_id", "run_id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     model_name: str = Field(max_length=200)

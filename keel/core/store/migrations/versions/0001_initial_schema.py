@@ -257,6 +257,7 @@ def upgrade() -> None:
     with op.batch_alter_table('metric_point', schema=None) as batch_op:
         batch_op.create_index('ix_metric_point_model_name', ['model_name', 'name'], unique=False)
         batch_op.create_index(batch_op.f('ix_metric_point_model_version_id'), ['model_version_id'], unique=False)
+        batch_op.create_index('ix_metric_point_run_id', ['run_id'], unique=False)
 
     op.create_table('prediction',
     sa.Column('dataset_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -318,6 +319,7 @@ def downgrade() -> None:
     op.drop_table('review')
     op.drop_table('prediction')
     with op.batch_alter_table('metric_point', schema=None) as batch_op:
+        batch_op.drop_index('ix_metric_point_run_id')
         batch_op.drop_index(batch_op.f('ix_metric_point_model_version_id'))
         batch_op.drop_index('ix_metric_point_model_name')
 
