@@ -65,9 +65,7 @@ def keel_side(runs: int, n_metrics: int, points: int) -> dict[str, float]:
     import numpy as np
 
     from keel.core import records, registry
-    from sqlalchemy import insert
-
-    from keel.core.store.models import MetricPoint, utcnow
+    from keel.core.store.models import utcnow
     from keel.core.workspace import Workspace
 
     ws = Workspace.open(home / "keel.toml")

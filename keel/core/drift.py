@@ -14,6 +14,7 @@ import polars as pl
 
 from keel.core import drift_stats as ds
 from keel.core.errors import ConfigError, DataError
+from keel.core.jsonsafe import json_safe
 
 ENGINES = ("alibi", "scipy")
 CORRECTIONS = ("bonferroni", "fdr")
@@ -77,7 +78,7 @@ class FeatureDrift:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: plain Python types, NaN and infinities become None."""
-        return {key: _json_safe(value) for key, value in asdict(self).items()}
+        return {key: json_safe(value) for key, value in asdict(self).items()}
 
 
 @dataclass
@@ -98,20 +99,10 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the whole report."""
-        out = {key: _json_safe(getattr(self, key)) for key in (
+        out = {key: json_safe(getattr(self, key)) for key in (
             "engine", "correction", "detected", "n_reference", "n_current", "sampled")}
         out["features"] = [f.to_dict() for f in self.features]
         return out
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 # --- per-feature inputs -------------------------------------------------------------------------

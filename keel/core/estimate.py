@@ -135,7 +135,7 @@ def estimate_metrics(scores: np.ndarray, calibrator: Calibrator, threshold: floa
     p = calibrator(s)
     pred = s >= threshold
     tp, fp = float(p[pred].sum()), float((1 - p[pred]).sum())
-    fn, tn = float(p[~pred].sum()), float((1 - p[~pred]).sum())
+    fn = float(p[~pred].sum())
     correct = np.where(pred, p, 1 - p)
     n = s.size
 

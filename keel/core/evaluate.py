@@ -14,6 +14,7 @@ import numpy as np
 from scipy import stats
 
 from keel.core.errors import ConfigError, DataError
+from keel.core.jsonsafe import json_safe
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
 HIGHER_IS_BETTER = {
@@ -309,21 +310,7 @@ class Comparison:
     production_metrics: dict
 
     def to_dict(self) -> dict:
-        return _json_safe(asdict(self))
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, bool | np.bool_):
-        return bool(obj)
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
+        return json_safe(asdict(self))
 
 
 def _improvement(metric: str, delta: float | None) -> float | None:

@@ -14,7 +14,6 @@ from sqlalchemy import or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
-from keel.core.store.engine import session_scope
 from keel.core.store.models import (
     Alert,
     Alias,
@@ -30,7 +29,6 @@ from keel.core.store.models import (
     Review,
     ReviewDecision,
     StageRun,
-    utcnow,
 )
 
 COUNT_CAP = 500
@@ -378,21 +376,6 @@ def alerts_page(engine: Engine, open_only: bool = True, limit: int = 100, offset
         rows = [_alert_row(a) for a in session.exec(query.order_by(col(Alert.id).desc()).offset(offset).limit(limit))]
         total, more = capped_count(session, query.with_only_columns(Alert.id), max(COUNT_CAP, offset + limit))
         return _page(rows, total, more, offset)
-
-
-def ack_alert(engine: Engine, alert_id: int, actor: str) -> bool:
-    """Acknowledge one alert (the only write here); False when it was already acknowledged."""
-    from keel.core.errors import NotFound
-
-    with session_scope(engine) as session:
-        alert = session.get(Alert, alert_id)
-        if alert is None:
-            raise NotFound(f"no alert {alert_id}")
-        if alert.acked_at is not None:
-            return False
-        alert.acked_by, alert.acked_at = actor, utcnow()
-        session.add(alert)
-        return True
 
 
 def quarantine_page(engine: Engine, limit: int = 100, offset: int = 0) -> dict[str, Any]:

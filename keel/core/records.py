@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import col, func, select
 
+from keel.core.jsonsafe import json_safe
 from keel.core.store.engine import bulk_insert_ignore, insert_ignore
 from keel.core.store.models import (
     DatasetLineage,
@@ -31,15 +32,7 @@ from keel.core.workspace import Workspace
 
 def clean(value: Any) -> Any:
     """JSON-safe copy: numpy scalars to Python, NaN and infinities to None."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return json_safe(value)
 
 
 def start_run(ws: Workspace, source: str, flow_run_id: str | None, flow: str = "run_pipeline") -> str:

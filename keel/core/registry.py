@@ -19,7 +19,14 @@ from sqlmodel import Session, col, select
 
 from keel.core import audit
 from keel.core.audit import GENESIS, event_hash  # noqa: F401  (re-exported: the chain's public names)
-from keel.core.errors import Conflict, IntegrityError, NotAuthorized, NotFound, StoreError, UsageError
+from keel.core.errors import (
+    Conflict,
+    IntegrityError,
+    NotAuthorized,
+    NotFound,
+    StoreError,
+    UsageError,
+)
 from keel.core.store.models import (
     Alias,
     AuditEvent,
@@ -377,11 +384,10 @@ def notify_waiting_run(ws: Workspace, version_id: int | None, decision: str, act
         if run is None or run.status != "waiting" or not run.flow_run_id:
             return None
         flow_run_id = run.flow_run_id
+    import time
     from uuid import UUID
 
     from prefect.flow_runs import resume_flow_run
-
-    import time
 
     answer = {"decision": decision, "actor": actor, "reason": reason, "review_id": review.id}  # type: ignore[union-attr]
     for attempt in range(6):  # the run may be between "waiting" and its Paused state: try again shortly

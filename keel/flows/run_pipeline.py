@@ -16,8 +16,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.context import get_run_context
 
-from keel.core import pipeline as core
 from keel.core import monitoring, records, registry
+from keel.core import pipeline as core
 from keel.core.config import Settings
 from keel.core.errors import KeelError
 from keel.core.workspace import Workspace

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -36,8 +35,8 @@ def _free_port() -> int:
 
 
 def test_delayed_labels_alerts_ack_and_prometheus_3(demo_slices, keel_home, tmp_path):
-    from keel.flows.run_pipeline import run_pipeline
     from keel.core.workspace import open_store
+    from keel.flows.run_pipeline import run_pipeline
 
     config = tmp_path / "keel.toml"
     config.write_text(DEMO_CONFIG)

@@ -78,10 +78,10 @@ def test_no_flag_or_environment_lets_a_user_act_as_someone_else_4(config, monkey
         monkeypatch.setenv(var, "someone-else")
     assert "--actor" not in CliRunner().invoke(cli, ["approve", "--help"]).output
     _keel("approve", "churn", "2", "--reason", "ok", "--config", config)
-    from keel.core.lineage import history
-
     import os
     import pwd
+
+    from keel.core.lineage import history
 
     actor = history(world.workspace(config).engine, "churn")[-1]["actor"]
     assert actor.split("@")[0] == pwd.getpwuid(os.getuid()).pw_name

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from keel.core.estimate import expected_auc, estimate_metrics, fit_calibrator
+from keel.core.estimate import estimate_metrics, expected_auc, fit_calibrator
 from keel.core.evaluate import classification_metrics
 
 

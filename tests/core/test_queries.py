@@ -56,8 +56,10 @@ def test_alert_ack_records_who_once_5(keel_home):
         conn.execute(insert(Alert), [{"rule": "drift", "model_name": "m", "message": "x", "severity": "warning",
                                       "delivered": False, "created_at": datetime(2026, 1, 1, tzinfo=UTC)}])
     alert_id = queries.alerts_page(engine)["rows"][0]["id"]
-    assert queries.ack_alert(engine, alert_id, "ops") is True
-    assert queries.ack_alert(engine, alert_id, "bob") is False
+    from keel.core.alerts import acknowledge
+
+    assert acknowledge(engine, alert_id, "ops", "looked")["already"] is False
+    assert acknowledge(engine, alert_id, "bob")["already"] is True
     assert queries.alerts_page(engine)["total"] == 0
     assert queries.alerts_page(engine, open_only=False)["rows"][0]["acked_by"] == "ops"
     assert MetricPoint.__tablename__ == "metric_point"

@@ -112,7 +112,7 @@ class AlertsScreen(KeelScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="action")
     def ack(self, alert_id: int) -> None:
-        from keel.core import queries, registry
+        from keel.core import alerts, registry
 
-        queries.ack_alert(self.keel.ctx.engine(), alert_id, registry.current_actor())
+        alerts.acknowledge(self.keel.ctx.engine(), alert_id, registry.current_actor(), "acknowledged in keel tui")
         self.post_message(ActionDone(f"alert {alert_id} acknowledged"))
