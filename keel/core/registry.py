@@ -6,8 +6,6 @@ revision number: a writer that read an older revision loses with a Conflict.
 
 from __future__ import annotations
 
-import getpass
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +16,8 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from keel.core import audit
+from keel.core.actor import current_actor, user_of  # noqa: F401  (current_actor is re-exported)
+from keel.core.actor import may_act as actor_rights
 from keel.core.audit import GENESIS, event_hash  # noqa: F401  (re-exported: the chain's public names)
 from keel.core.errors import (
     Conflict,
@@ -43,23 +43,8 @@ SWITCHES = ("promote", "promote:auto", "rollback")  # audit actions that move th
 T = TypeVar("T")
 
 
-def current_actor() -> str:
-    """The operating-system user (from the process's uid, not USER/LOGNAME), with the SSH client address.
-
-    No flag or environment variable changes who acts; the SSH address is sshd's and only annotates.
-    """
-    try:
-        import pwd
-
-        user = pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):  # pragma: no cover - no passwd entry (some containers) or Windows
-        user = getpass.getuser()
-    ssh = os.environ.get("SSH_CLIENT") or os.environ.get("SSH_CONNECTION")
-    return f"{user}@{ssh.split()[0]}" if ssh else user
-
-
 def _user(actor: str) -> str:
-    return actor.split("@", 1)[0].removesuffix(" (pipeline)")
+    return user_of(actor)
 
 
 def append_audit(session: Session, actor: str, action: str, model_name: str | None, version: int | None,
@@ -114,11 +99,7 @@ def check_authorised(ws: Workspace, actor: str, action: str, model_name: str, ve
 
 def may_act(ws: Workspace, actor: str | None = None) -> tuple[bool, str]:
     """Whether the actor may approve, reject, promote and roll back, and why not (no audit)."""
-    actor = actor or current_actor()
-    approvers = ws.cfg.review.approvers
-    if not approvers or _user(actor) in approvers:
-        return True, ""
-    return False, f"{_user(actor)} is not an approver ({', '.join(approvers)})"
+    return actor_rights(ws.cfg.review.approvers, actor)
 
 
 def verify_artifact(ws: Workspace, mv: ModelVersion) -> None:

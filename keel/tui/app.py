@@ -72,7 +72,13 @@ class KeelApp(App[None]):
         allowed, why, actor = self.ctx.resolve_rights()
         self.post_message(RightsResolved(allowed, why, actor))
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="warm")
+    def warm_store(self) -> None:
+        """Import the ORM and open the engine once the first screen is up, before anything is opened."""
+        self.ctx.engine()
+
     def on_rights_resolved(self, message: RightsResolved) -> None:
+        self.set_timer(0.3, self.warm_store)
         self.ctx.allowed, self.ctx.why, self.ctx.actor = message.allowed, message.why, message.actor
         self.sub_title = message.actor
         for stack in self._screen_stacks.values():

@@ -54,14 +54,16 @@ class TuiContext:
 
     def resolve_rights(self) -> tuple[bool, str, str]:
         """(may act, why not, actor) through registry.may_act; runs in a worker."""
-        from keel.core import registry
+        from keel.core.actor import current_actor, may_act
 
-        actor = registry.current_actor()
+        actor = current_actor()
         if self.read_only:
             return False, "read-only mode (--read-only)", actor
         if self.config_path is None:
             return False, "read-only: no keel.toml, browsing the store under KEEL_HOME", actor
-        ok, why = registry.may_act(self.workspace())
+        from keel.core.config import load_config  # the config alone: the store is not needed to know who may act
+
+        ok, why = may_act(load_config(self.config_path).review.approvers, actor)
         return ok, why, actor
 
     @property

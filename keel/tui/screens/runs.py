@@ -53,9 +53,16 @@ class RunsScreen(KeelScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load-runs")
     def load_runs(self, offset: int, text: str) -> None:
-        from keel.core import queries
+        from keel.core import fastread
 
-        page = queries.runs_page(self.keel.ctx.engine(), limit=PAGE, offset=offset, text=text or None)
+        page = None
+        db = fastread.sqlite_path(fastread.store_url(self.keel.ctx.config_path))
+        if db is not None:  # the embedded store: no ORM import on the way to the first screen
+            page = fastread.runs_page(db, limit=PAGE, offset=offset, text=text or None)
+        if page is None:
+            from keel.core import queries
+
+            page = queries.runs_page(self.keel.ctx.engine(), limit=PAGE, offset=offset, text=text or None)
         self.deliver(PageLoaded("runs", page))
 
     def on_page_loaded(self, message: PageLoaded) -> None:

@@ -1,0 +1,22 @@
+"""The standard-library runs page gives what the ORM query gives."""
+
+from __future__ import annotations
+
+from keel.core import fastread, queries
+from keel.core.config import Settings, parse_config
+from keel.core.records import finish_run, start_run
+from keel.core.workspace import Workspace
+
+
+def test_fast_runs_page_equals_queries_runs_page_5(keel_home):
+    ws = Workspace(parse_config({"model": "m", "target": "y"}), Settings())
+    ids = [start_run(ws, f"/data/batch-{i}.csv", None) for i in range(7)]
+    finish_run(ws, ids[3], "completed", decision="promoted",
+               summary={"drift": {"drifted": ["a", "b"]}, "metrics": {"roc_auc": 0.7}, "model_version": 2})
+    db = fastread.sqlite_path(fastread.store_url(None))
+    assert db == keel_home.resolve() / "keel.db"
+    for kwargs in ({}, {"limit": 3, "offset": 2}, {"text": "batch-3"}, {"text": ids[5][:8]}, {"text": "promoted"}):
+        orm = queries.runs_page(ws.engine, **kwargs)
+        fast = fastread.runs_page(db, **kwargs)
+        assert fast == orm, kwargs
+    assert fastread.runs_page(keel_home / "missing.db")["rows"] == []
