@@ -92,7 +92,9 @@ def demo_cmd(months: int, as_json: bool) -> None:
     click.echo()
     click.echo(demo_table(summaries))
     click.echo()
-    click.echo("Next: keel models --config " + os.path.relpath(config) + "   keel runs   keel tui")
+    cfg = os.path.relpath(config)
+    click.echo("Next (after '. .venv/bin/activate' if you came through make demo):")
+    click.echo(f"  keel models   keel runs   keel reviews --config {cfg}   keel tui --config {cfg}")
 
 
 def demo_table(summaries: list[dict[str, Any]]) -> str:

@@ -157,6 +157,26 @@ def _switch(session: Session, model_name: str, target: ModelVersion, expected_re
     return previous
 
 
+def _supersede(session: Session, model_name: str, target: ModelVersion, actor: str) -> list[int]:
+    """Close the model's other open reviews: their candidate was judged against a production that is gone.
+
+    Returns the candidates' version ids; each closure is audited. The candidate can still be promoted by hand.
+    """
+    stale = list(session.exec(select(Review).where(Review.model_name == model_name, Review.status == "open",
+                                                   Review.candidate_version_id != target.id)))
+    for review in stale:
+        review.status, review.decided_at = "superseded", utcnow()
+        candidate = session.get(ModelVersion, review.candidate_version_id)
+        if candidate is not None and candidate.status == "review":
+            candidate.status = "candidate"
+            session.add(candidate)
+        session.add(review)
+        append_audit(session, actor, "review:superseded", model_name, candidate.version if candidate else None,
+                     f"production is now v{target.version}; the comparison this review rests on is stale",
+                     {"review_id": review.id})
+    return [r.candidate_version_id for r in stale]
+
+
 def alias_revision(ws: Workspace, model_name: str) -> int:
     with ws.session() as session:
         alias = session.get(Alias, (model_name, PRODUCTION))
@@ -192,12 +212,21 @@ def promote(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
         append_audit(session, actor, action, model_name, version, reason,
                      {"previous_version": prev_version, **({"review_id": closed[0].id} if closed else {}),
                       **(details or {})})
+        superseded[:] = _supersede(session, model_name, mv, actor)
         return mv
 
+    superseded: list[int] = []
     mv = _commit(ws, work)
     if action != "promote:auto":  # a manual promotion of a candidate under review also ends a waiting run
         notify_waiting_run(ws, mv.id, "approve", actor, reason)
+    _end_waiting(ws, superseded, actor)
     return mv
+
+
+def _end_waiting(ws: Workspace, candidate_ids: list[int], actor: str) -> None:
+    """Runs waiting on superseded reviews end as rejected, as a timeout would."""
+    for candidate_id in candidate_ids:
+        notify_waiting_run(ws, candidate_id, "reject", actor, "superseded: production changed")
 
 
 def reject(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None,
@@ -300,6 +329,9 @@ def open_review_for(session: Session, model_name: str, version: int) -> Review:
     review = session.exec(select(Review).where(Review.candidate_version_id == mv.id)).first()
     if review is None:
         raise NotFound(f"{model_name} v{version} has no review")
+    if review.status == "superseded":
+        raise Conflict(f"production of {model_name} changed since the review of v{version} was opened, so it is "
+                       "superseded; compare again, then promote by hand if it should serve")
     if review.status != "open":
         decided = session.exec(select(ReviewDecision).where(ReviewDecision.review_id == review.id)
                                .order_by(col(ReviewDecision.at).desc())).first()
@@ -344,11 +376,14 @@ def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
             prev_version = session.get(ModelVersion, previous).version if previous else None  # type: ignore[union-attr]
             append_audit(session, actor, "promote", model_name, version, reason,
                          {"review_id": review.id, "previous_version": prev_version, "approvers": sorted(voters)})
+            superseded[:] = _supersede(session, model_name, mv, actor)
         return review
 
+    superseded: list[int] = []
     review = _commit(ws, work)
     if review.status == "approved":
         notify_waiting_run(ws, review.candidate_version_id, "approve", actor, reason)
+    _end_waiting(ws, superseded, actor)
     return review
 
 

@@ -106,16 +106,24 @@ def test_reject_closes_the_review_and_a_late_approval_conflicts_4(ws):
     assert _prod_version(ws) == 1
 
 
-def test_approval_conflicts_when_production_moved_since_the_review_opened_4(ws):
+def test_a_production_change_supersedes_open_reviews_and_late_approvals_conflict_4(ws):
     registry.promote(ws, "churn", 1, "first", actor="alice")
     registry.open_review(ws, "churn", 3, ["flagged"], None, None, actor="keel (pipeline)")
     registry.promote(ws, "churn", 2, "hotfix", actor="alice")
-    with pytest.raises(Conflict, match="changed since this review was opened"):
+    with Session(ws.engine) as s:
+        review = s.exec(select(Review)).one()
+        assert review.status == "superseded", "judged against v1, which no longer serves"
+        assert s.exec(select(ModelVersion).where(ModelVersion.version == 3)).one().status == "candidate"
+        events = s.exec(select(AuditEvent).where(AuditEvent.action == "review:superseded")).all()
+        assert [(e.version, e.actor) for e in events] == [(3, "alice")]
+    with pytest.raises(Conflict, match="changed since the review of v3 was opened"):
         registry.approve(ws, "churn", 3, "ok", actor="bob")
     assert _prod_version(ws) == 2
     with Session(ws.engine) as s:
-        assert s.exec(select(Review)).one().status == "open", "the failed approval left no trace"
         assert not s.exec(select(AuditEvent).where(AuditEvent.action == "approve")).all()
+    assert audit.verify(ws.engine).ok
+    registry.promote(ws, "churn", 3, "compared again by hand", actor="alice")  # still promotable by hand
+    assert _prod_version(ws) == 3
 
 
 def test_every_action_needs_a_reason_4(ws):

@@ -202,7 +202,7 @@ async def test_conflict_shows_the_error_title_over_the_message_5(store):
         await _confirm(pilot, "3", "approve on a stale screen")
         await until(pilot, lambda: isinstance(app.screen, ErrorModal))
         text = screen_text(app)
-        assert "Conflict" in text and "changed" in text
+        assert "Conflict" in text and "changed" in text, text
         await pilot.press("escape")
     assert _production() == 1
 

@@ -40,6 +40,18 @@ def _confusion(title: str, cm: list[list[int]] | None) -> RenderableType:
     return table
 
 
+LOWER_IS_BETTER = ("log_loss", "brier")  # as keel.core.evaluate.HIGHER_IS_BETTER says, without its imports
+
+
+def delta_ci(m: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The interval of the delta shown beside it: stored intervals are of the improvement, which is the
+    negated delta for metrics where lower is better (log loss, Brier)."""
+    low, high = m.get("ci_low"), m.get("ci_high")
+    if low is None or high is None or m.get("metric") not in LOWER_IS_BETTER:
+        return low, high
+    return -high, -low
+
+
 def verdict(m: dict[str, Any], alpha: float) -> Text:
     p = m.get("p_adjusted", m.get("p_value"))
     imp = m.get("improvement")
@@ -63,7 +75,7 @@ def render_compare(c: dict[str, Any]) -> RenderableType:
         for m in c["metrics"]:
             table.add_row(clip(m["metric"], 9), num(m.get("candidate")), num(m.get("production")),
                           Text(delta(m.get("delta")), style=better(m.get("improvement"))),
-                          ci(m.get("ci_low"), m.get("ci_high")), pval(m.get("p_adjusted")), verdict(m, alpha))
+                          ci(*delta_ci(m)), pval(m.get("p_adjusted")), verdict(m, alpha))
         parts.append(table)
     churn = c.get("churn")
     parts.append(Text(f"prediction churn: {num(churn * 100 if churn is not None else None, 1)}% of holdout "
