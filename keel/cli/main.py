@@ -46,9 +46,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from keel.cli import init, lineage, models, monitor, pipeline, registry, runs, tui
+    from keel.cli import init, lineage, models, monitor, pipeline, registry, replay, runs, tui
 
-    for module in (pipeline, runs, models, init, registry, lineage, tui, monitor):
+    for module in (pipeline, runs, models, init, registry, lineage, tui, monitor, replay):
         for command in module.COMMANDS:
             cli.add_command(command)
 
