@@ -1,6 +1,7 @@
 """Input, prediction and label drift against the reference: tests, effect sizes, ranking.
 
-Two engines run the same tests: ``alibi`` (Alibi Detect's TabularDrift) and ``scipy``.
+Two engines run the same tests: ``alibi`` (Alibi Detect's TabularDrift, CVMDrift, FETDrift and
+ClassifierUncertaintyDrift) and ``scipy``; the last three live in :mod:`keel.core.drift_detectors`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from keel.core import drift_detectors as dd
 from keel.core import drift_stats as ds
 from keel.core.errors import ConfigError, DataError
 from keel.core.jsonsafe import json_safe
@@ -19,6 +21,8 @@ from keel.core.jsonsafe import json_safe
 ENGINES = ("alibi", "scipy")
 CORRECTIONS = ("bonferroni", "fdr")
 NUMERIC_EFFECTS = ("wasserstein", "psi")
+NUMERIC_TESTS = ("ks", "cvm")
+PREDICTION_TESTS = ("uncertainty", "ks")
 _CATEGORICAL_DTYPES = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
 
 
@@ -34,10 +38,14 @@ class DriftSettings:
     numeric_effect: str = "wasserstein"  # "wasserstein" | "psi"
     sample_size: int = 100_000  # rows per side; larger inputs are sampled once with `seed`
     seed: int = 0
+    numeric_test: str = "ks"  # "ks" | "cvm" (Cramér-von Mises)
+    prediction_test: str = "uncertainty"  # "uncertainty" (KS on the scores' entropy) | "ks"
 
     def __post_init__(self) -> None:
         _choice("engine", self.engine, ENGINES)
         _choice("correction", self.correction, CORRECTIONS)
+        _choice("numeric_test", self.numeric_test, NUMERIC_TESTS)
+        _choice("prediction_test", self.prediction_test, PREDICTION_TESTS)
         _choice("numeric_effect", self.numeric_effect, NUMERIC_EFFECTS)
         if not 0.0 < self.p_value < 1.0:
             raise ConfigError(f"[drift] p_value must be between 0 and 1, got {self.p_value!r}")
@@ -62,7 +70,7 @@ class FeatureDrift:
 
     name: str
     kind: str  # "numeric" | "categorical"
-    test: str  # "ks" | "chi2"
+    test: str  # "ks" | "cvm" | "chi2" | "fet" | "uncertainty_ks" (see drift_detectors)
     statistic: float  # NaN when a side has no non-null value (untestable)
     p_value: float
     p_corrected: float
@@ -200,32 +208,57 @@ def _numeric_drift(name: str, f: _Numeric, settings: DriftSettings) -> FeatureDr
         stat = p = effect = math.nan
     else:
         stat, w1 = ds.ks_wasserstein(f.ref, f.cur)
-        if settings.engine == "alibi":
+        if settings.numeric_test == "cvm":
+            stat, p = dd.cvm_test(f.ref, f.cur, settings.engine)
+        elif settings.engine == "alibi":
             stat, p = _alibi_test(f.ref, f.cur, None, settings)
         else:
             p = ds.ks_p_value(stat, f.ref.size, f.cur.size)
-        if settings.numeric_effect == "psi":
-            effect = ds.numeric_psi(f.ref, f.cur)
-        else:
-            effect = ds.wasserstein_normalised(w1, float(f.ref.std()))
+        effect = _numeric_effect(f.ref, f.cur, w1, settings)
     metric = "psi" if settings.numeric_effect == "psi" else "wasserstein_norm"
     n_ref, n_cur = f.ref.size + f.null_ref, f.cur.size + f.null_cur
-    return _feature(name, "numeric", "ks", stat, p, effect, metric,
+    return _feature(name, "numeric", settings.numeric_test, stat, p, effect, metric,
+                    (f.null_ref, n_ref, f.null_cur, n_cur), 0)
+
+
+def _numeric_effect(ref: np.ndarray, cur: np.ndarray, w1: float, settings: DriftSettings) -> float:
+    if settings.numeric_effect == "psi":
+        return ds.numeric_psi(ref, cur)
+    return ds.wasserstein_normalised(w1, float(ref.std()))
+
+
+def _uncertainty_drift(f: _Numeric, settings: DriftSettings) -> FeatureDrift:
+    """Prediction drift as Alibi Detect's ClassifierUncertaintyDrift: KS on the entropy of
+    [1 - p, p]; the effect size is measured on those entropies too."""
+    if f.ref.size == 0 or f.cur.size == 0:
+        stat = p = effect = math.nan
+    else:
+        stat, p = dd.uncertainty_test(f.ref, f.cur, settings.engine)
+        ref_u, cur_u = (np.sort(dd.entropy_uncertainty(v)) for v in (f.ref, f.cur))
+        effect = _numeric_effect(ref_u, cur_u, ds.ks_wasserstein(ref_u, cur_u)[1], settings)
+    metric = "psi" if settings.numeric_effect == "psi" else "wasserstein_norm"
+    n_ref, n_cur = f.ref.size + f.null_ref, f.cur.size + f.null_cur
+    return _feature("prediction", "numeric", "uncertainty_ks", stat, p, effect, metric,
                     (f.null_ref, n_ref, f.null_cur, n_cur), 0)
 
 
 def _categorical_drift(name: str, f: _Categorical, settings: DriftSettings) -> FeatureDrift:
+    # binary (two reference categories, none unseen now): Fisher's exact test; else chi-square,
+    # which also covers a binary feature that gained a third value (the unseen bucket)
+    binary = len(f.categories) == 2 and f.cur_counts[-1] == 0
     if f.ref_counts.sum() == 0 or f.cur_counts.sum() == 0:
         stat = p = effect = math.nan
     else:
-        if settings.engine == "alibi":
+        if binary:
+            stat, p = dd.fet_test(f.ref_counts, f.cur_counts, settings.engine)
+        elif settings.engine == "alibi":
             stat, p = _alibi_test(*_codes(f), settings)
         else:
             stat, p = ds.chi2_counts(f.ref_counts, f.cur_counts)
         effect = ds.psi(f.ref_counts, f.cur_counts)
     n_ref = int(f.ref_counts.sum()) + f.null_ref
     n_cur = int(f.cur_counts.sum()) + f.null_cur
-    return _feature(name, "categorical", "chi2", stat, p, effect, "psi",
+    return _feature(name, "categorical", "fet" if binary else "chi2", stat, p, effect, "psi",
                     (f.null_ref, n_ref, f.null_cur, n_cur), int(f.cur_counts[-1]))
 
 
@@ -277,9 +310,10 @@ def detect_drift(
 ) -> DriftReport:
     """Test every feature of ``current`` against ``reference`` and rank what drifted.
 
-    Numeric features get a two-sample KS test on their non-null values; categorical features (those
-    listed, plus any string, categorical or boolean column) a chi-square test over the reference
-    categories and one unseen bucket. p-values are corrected together (Bonferroni or BH); a
+    Numeric features get a two-sample KS (or, with ``numeric_test = "cvm"``, Cramér-von Mises) test
+    on their non-null values; categorical features (those listed, plus any string, categorical or
+    boolean column) a chi-square test over the reference categories and one unseen bucket, or
+    Fisher's exact test when the reference has exactly two categories and nothing unseen came. p-values are corrected together (Bonferroni or BH); a
     feature drifts only when its corrected p-value is below ``p_value`` and its effect size
     reaches the floor.
     """
@@ -312,10 +346,18 @@ def score_drift(
     reference_scores: np.ndarray, current_scores: np.ndarray,
     settings: DriftSettings = DriftSettings(),  # noqa: B008
 ) -> FeatureDrift:
-    """Prediction drift: KS on the model's 1-D scores (probabilities); NaN scores count as nulls."""
+    """Prediction drift on the model's 1-D scores (probabilities); NaN scores count as nulls.
+
+    ``prediction_test = "uncertainty"`` (default): KS on the entropy of [1 - p, p], as Alibi
+    Detect's ClassifierUncertaintyDrift; ``"ks"``: KS on the scores themselves (or CVM, with
+    ``numeric_test = "cvm"``).
+    """
     ref, cur = (pl.Series("prediction", _one_d(s), dtype=pl.Float64)
                 for s in (reference_scores, current_scores))
-    result = _numeric_drift("prediction", _numeric_input(ref, cur), settings)
+    if settings.prediction_test == "uncertainty":
+        result = _uncertainty_drift(_numeric_input(ref, cur), settings)
+    else:
+        result = _numeric_drift("prediction", _numeric_input(ref, cur), settings)
     _decide(result, settings)
     return result
 

@@ -312,11 +312,14 @@ def test_prediction_and_label_drift(engine: str) -> None:
     ref_scores = rng.beta(2, 5, 5000)
     same = score_drift(ref_scores, rng.beta(2, 5, 5000), settings)
     moved = score_drift(ref_scores, np.append(rng.beta(4, 3, 5000), np.nan), settings)
-    assert same.name == "prediction" and same.test == "ks" and not same.drifted
+    assert same.name == "prediction" and same.test == "uncertainty_ks" and not same.drifted
     assert moved.drifted and moved.null_rate_current == pytest.approx(1 / 5001)
+    raw = DriftSettings(engine=engine, prediction_test="ks")  # KS on the scores themselves
+    assert score_drift(ref_scores, rng.beta(4, 3, 5000), raw).test == "ks"
     labels = label_drift(rng.choice([0, 1], 4000, p=[0.8, 0.2]),
                          rng.choice([0, 1, 2], 4000, p=[0.5, 0.4, 0.1]), settings)
     assert (labels.name, labels.test, labels.kind) == ("label", "chi2", "categorical")
     assert labels.drifted and labels.unseen > 300
     steady = label_drift(np.array(["no", "yes"] * 500), np.array(["yes", "no"] * 400), settings)
     assert steady.p_value == pytest.approx(1.0) and not steady.drifted
+    assert steady.test == "fet"  # two classes, nothing unseen: Fisher's exact test
