@@ -111,7 +111,8 @@ def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], sc
     from keel.core.estimate import ESTIMATED, estimate_metrics
 
     try:
-        est = estimate_metrics(np.asarray(scores), calibrator_for(ws, production), ws.cfg.monitor.threshold)
+        est = estimate_metrics(np.asarray(scores), calibrator_for(ws, production), ws.cfg.monitor.threshold,
+                               ws.cfg.monitor.prior_shift)
     except Exception as exc:  # the estimate is advice: it never fails the run, but says why it is missing
         log.warning("label-free estimate failed: %s", exc)
         return {"error": f"{type(exc).__name__}: {exc}"[:500]}
@@ -119,6 +120,7 @@ def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], sc
     values = {k: est[k] for k in ESTIMATED}
     flagged = store_points(ws, production["id"], dataset_id, "estimate", values, run_id, limits)
     return {**est, "method": "cbpe", "calibration": ws.cfg.monitor.calibration,
+            "prior_shift": ws.cfg.monitor.prior_shift,
             "calibrated_on": production["holdout_dataset_id"], "below_threshold": sorted(flagged)}
 
 
