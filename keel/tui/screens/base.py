@@ -21,7 +21,7 @@ from keel.tui.widgets.status_line import StatusLine
 if TYPE_CHECKING:
     from keel.tui.app import KeelApp
 
-GUARDED = ("approve", "reject", "rollback", "promote", "ack")
+GUARDED = ("approve", "reject", "rollback", "promote", "ack", "replay")
 
 
 class KeelScreen(Screen[None]):
