@@ -21,6 +21,7 @@ from keel.core.jsonsafe import json_safe
 ENGINES = ("alibi", "scipy")
 CORRECTIONS = ("bonferroni", "fdr")
 NUMERIC_EFFECTS = ("wasserstein", "psi")
+HISTOGRAM_CATEGORIES = 8  # categorical histograms: the reference's most common categories, then "other"
 NUMERIC_TESTS = ("ks", "cvm")
 PREDICTION_TESTS = ("uncertainty", "ks")
 _CATEGORICAL_DTYPES = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
@@ -83,6 +84,9 @@ class FeatureDrift:
     null_rate_current: float
     null_p_value: float  # two-proportion z-test of the null rates; not part of `drifted`
     unseen: int  # current rows whose category is not in the reference mapping
+    # reference against current, for a picture: numeric {"edges", "reference", "current"} (shares
+    # over the PSI bins, the reference's deciles); categorical {"labels", ...}: top 8 and "other"
+    histogram: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: plain Python types, NaN and infinities become None."""
@@ -217,8 +221,19 @@ def _numeric_drift(name: str, f: _Numeric, settings: DriftSettings) -> FeatureDr
         effect = _numeric_effect(f.ref, f.cur, w1, settings)
     metric = "psi" if settings.numeric_effect == "psi" else "wasserstein_norm"
     n_ref, n_cur = f.ref.size + f.null_ref, f.cur.size + f.null_cur
-    return _feature(name, "numeric", settings.numeric_test, stat, p, effect, metric,
-                    (f.null_ref, n_ref, f.null_cur, n_cur), 0)
+    result = _feature(name, "numeric", settings.numeric_test, stat, p, effect, metric,
+                      (f.null_ref, n_ref, f.null_cur, n_cur), 0)
+    result.histogram = _numeric_histogram(f)
+    return result
+
+
+def _numeric_histogram(f: _Numeric) -> dict[str, Any] | None:
+    """Shares per reference-quantile bin (the PSI bins) on both sides; None when a side is empty."""
+    if f.ref.size == 0 or f.cur.size == 0:
+        return None
+    edges, ref_counts, cur_counts = ds.quantile_bins(f.ref, f.cur)
+    return {"edges": [float(e) for e in edges], "reference": ds.shares(ref_counts),
+            "current": ds.shares(cur_counts)}
 
 
 def _numeric_effect(ref: np.ndarray, cur: np.ndarray, w1: float, settings: DriftSettings) -> float:
@@ -258,8 +273,25 @@ def _categorical_drift(name: str, f: _Categorical, settings: DriftSettings) -> F
         effect = ds.psi(f.ref_counts, f.cur_counts)
     n_ref = int(f.ref_counts.sum()) + f.null_ref
     n_cur = int(f.cur_counts.sum()) + f.null_cur
-    return _feature(name, "categorical", "fet" if binary else "chi2", stat, p, effect, "psi",
-                    (f.null_ref, n_ref, f.null_cur, n_cur), int(f.cur_counts[-1]))
+    result = _feature(name, "categorical", "fet" if binary else "chi2", stat, p, effect, "psi",
+                      (f.null_ref, n_ref, f.null_cur, n_cur), int(f.cur_counts[-1]))
+    result.histogram = _categorical_histogram(f)
+    return result
+
+
+def _categorical_histogram(f: _Categorical, top: int = HISTOGRAM_CATEGORIES) -> dict[str, Any] | None:
+    """Shares of the reference's ``top`` most common categories, and of everything else ("other")."""
+    if f.ref_counts.sum() == 0 or f.cur_counts.sum() == 0:
+        return None
+    order = sorted(range(len(f.categories)), key=lambda i: (-int(f.ref_counts[i]), f.categories[i]))[:top]
+    labels = [f.categories[i] for i in order]
+    ref, cur = [int(f.ref_counts[i]) for i in order], [int(f.cur_counts[i]) for i in order]
+    rest_ref, rest_cur = int(f.ref_counts.sum()) - sum(ref), int(f.cur_counts.sum()) - sum(cur)
+    if rest_ref or rest_cur:  # the smaller categories and the unseen bucket
+        labels.append("other")
+        ref.append(rest_ref)
+        cur.append(rest_cur)
+    return {"labels": labels, "reference": ds.shares(np.array(ref)), "current": ds.shares(np.array(cur))}
 
 
 def _codes(f: _Categorical) -> tuple[np.ndarray, np.ndarray, list[int]]:

@@ -73,8 +73,24 @@ def psi(ref_counts: np.ndarray, cur_counts: np.ndarray, eps: float = PSI_EPSILON
 
 def numeric_psi(ref_sorted: np.ndarray, cur_sorted: np.ndarray, bins: int = PSI_BINS) -> float:
     """PSI over fixed reference-quantile bins (deciles by default); tied edges are merged."""
+    _, ref_counts, cur_counts = quantile_bins(ref_sorted, cur_sorted, bins)
+    return psi(ref_counts, cur_counts)
+
+
+def quantile_bins(ref_sorted: np.ndarray, cur_sorted: np.ndarray,
+                  bins: int = PSI_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inner edges at the reference's quantiles (tied edges merged) and both sides' counts per bin.
+
+    The bins are (-inf, e1], (e1, e2], ..., (ek, inf): the ones PSI compares, and the histogram shows.
+    """
     edges = np.unique(np.quantile(ref_sorted, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
-    return psi(_bin_counts(ref_sorted, edges), _bin_counts(cur_sorted, edges))
+    return edges, _bin_counts(ref_sorted, edges), _bin_counts(cur_sorted, edges)
+
+
+def shares(counts: np.ndarray) -> list[float]:
+    """Counts as shares of their total (all zeros for an empty side)."""
+    total = counts.sum()
+    return [float(c / total) if total else 0.0 for c in counts]
 
 
 def _bin_counts(values_sorted: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -299,7 +299,38 @@ def test_to_dict_is_json_safe() -> None:
     back = json.loads(text)
     assert back["detected"] is True and back["features"][0]["name"] == report.features[0].name
     assert all(type(v) in (str, int, float, bool, type(None))
-               for f in back["features"] for v in f.values())
+               for f in back["features"] for k, v in f.items() if k != "histogram")
+    assert all(type(v) in (str, float) for f in back["features"] for series in f["histogram"].values()
+               for v in series), "the histogram is lists of plain numbers and labels"
+
+
+def test_histogram_shares_over_the_psi_bins_and_top_categories_5() -> None:
+    rng = np.random.default_rng(11)
+    ref, cur = mixed_frames()
+    cats = [f"c{i:02d}" for i in range(12)]
+    ref = ref.with_columns(many=pl.Series(rng.choice(cats, ref.height, p=np.linspace(12, 1, 12) / 78)))
+    cur = cur.with_columns(many=pl.Series(rng.choice([*cats, "new"], cur.height)))
+    report = detect_drift(ref, cur, ["num", "flat", "city", "many"], [], DriftSettings(engine="scipy"))
+    by_name = {f.name: f for f in report.features}
+
+    num = by_name["num"].histogram
+    assert len(num["edges"]) == ds.PSI_BINS - 1 and len(num["reference"]) == len(num["current"]) == ds.PSI_BINS
+    assert all(abs(sum(num[side]) - 1.0) < 1e-12 for side in ("reference", "current"))
+    assert max(abs(s - 0.1) for s in num["reference"]) < 0.01, "reference deciles: a tenth in each bin"
+    # the same bins as PSI: the PSI recomputed from the shares equals the reported one
+    refv = np.sort(ref["num"].fill_nan(None).drop_nulls().to_numpy())
+    curv = np.sort(cur["num"].fill_nan(None).drop_nulls().to_numpy())
+    assert np.allclose(num["edges"], ds.quantile_bins(refv, curv)[0])
+    assert ds.psi(np.array(num["reference"]), np.array(num["current"])) == pytest.approx(ds.numeric_psi(refv, curv))
+    assert sum(num["current"][5:]) > sum(num["reference"][5:]), "the +0.4 shift shows in the upper bins"
+
+    city = by_name["city"].histogram  # 4 reference categories: all shown, "other" holds oslo and bern
+    assert city["labels"] == ["lyon", "nice", "paris", "rome", "other"]
+    assert city["reference"][-1] == 0.0 and city["current"][-1] > 0.1
+    many = by_name["many"].histogram
+    assert many["labels"] == [*cats[:8], "other"], "the reference's 8 most common, then other"
+    assert all(abs(sum(many[side]) - 1.0) < 1e-12 for side in ("reference", "current"))
+    assert by_name["city"].to_dict()["histogram"] == city
 
 
 # --- prediction and label drift -----------------------------------------------------------------
