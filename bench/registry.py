@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,17 +44,20 @@ def one(i):
     client.set_terminated(rid)
 for i in range(3):
     one(10**6 + i)
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 for i in range(runs):
     one(i)
 per_run = (time.perf_counter() - start) * 1000 / runs
+per_run_cpu = (time.process_time() - cpu) * 1000 / runs
 run = client.create_run(exp)
 ts = int(time.time() * 1000)
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 for b in range(0, points, 1000):  # log_batch takes at most 1000 metrics per call
     client.log_batch(run.info.run_id, metrics=[Metric("loss", float(j), ts, j) for j in range(b, min(b + 1000, points))])
 pps = points / (time.perf_counter() - start)
-print(json.dumps({"version": mlflow.__version__, "per_run_ms": per_run, "points_per_s": pps}))
+pps_cpu = points / (time.process_time() - cpu)
+print(json.dumps({"version": mlflow.__version__, "per_run_ms": per_run, "points_per_s": pps,
+                  "per_run_cpu_ms": per_run_cpu, "points_per_cpu_s": pps_cpu}))
 '''
 
 
@@ -87,21 +91,23 @@ def keel_side(runs: int, n_metrics: int, points: int) -> dict[str, float]:
 
     for i in range(3):
         one(10**6 + i)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(runs):
         one(i)
     per_run = (time.perf_counter() - start) * 1000 / runs
+    per_run_cpu = (time.process_time() - cpu) * 1000 / runs
     now = utcnow()
     rows = [{"model_name": "churn", "model_version_id": 1, "dataset_id": "bulk", "run_id": None, "scope": "batch",
              "name": f"loss{j}", "value": float(j), "lower": None, "upper": None, "alert": False, "at": now}
             for j in range(points)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     records.log_metric_points(ws, rows)  # keel's bulk path, as the pipeline and `keel labels` use it
     pps = points / (time.perf_counter() - start)
+    pps_cpu = points / (time.process_time() - cpu)
     from keel.core import audit
 
     assert audit.verify(ws.engine).ok
-    return {"per_run_ms": per_run, "points_per_s": pps}
+    return {"per_run_ms": per_run, "points_per_s": pps, "per_run_cpu_ms": per_run_cpu, "points_per_cpu_s": pps_cpu}
 
 
 def main() -> None:
@@ -109,19 +115,32 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--metrics", type=int, default=20)
     parser.add_argument("--points", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=5, help="keel and MLflow alternate; medians are reported")
     args = parser.parse_args()
     python = os.environ.get("MLFLOW_PYTHON", "/tmp/mlflowvenv/bin/python")
-    keel = keel_side(args.runs, args.metrics, args.points)
-    proc = subprocess.run([python, "-c", MLFLOW_SIDE, str(args.runs), str(args.metrics), str(args.points)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"MLflow half failed ({python}): {proc.stderr.strip().splitlines()[-1:]}")
-    mlflow = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"{'':24}{'keel':>12}{'MLflow ' + mlflow['version']:>16}{'keel/MLflow':>14}")
+    keel_runs, mlflow_runs = [], []
+    for _ in range(args.rounds):  # interleaved, so both sides see the same machine load
+        keel_runs.append(keel_side(args.runs, args.metrics, args.points))
+        proc = subprocess.run([python, "-c", MLFLOW_SIDE, str(args.runs), str(args.metrics), str(args.points)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"MLflow half failed ({python}): {proc.stderr.strip().splitlines()[-1:]}")
+        mlflow_runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    med = statistics.median
+    keys = ("per_run_ms", "points_per_s", "per_run_cpu_ms", "points_per_cpu_s")
+    keel = {k: med(r[k] for r in keel_runs) for k in keys}
+    mlflow = {k: med(r[k] for r in mlflow_runs) for k in keys}
+    ratios = sorted(k["per_run_ms"] / m["per_run_ms"] for k, m in zip(keel_runs, mlflow_runs, strict=True))
+    print(f"{'median of ' + str(args.rounds):24}{'keel':>12}{'MLflow ' + mlflow_runs[0]['version']:>16}{'keel/MLflow':>14}")
     print(f"{'ms per run':24}{keel['per_run_ms']:>12.2f}{mlflow['per_run_ms']:>16.2f}"
           f"{keel['per_run_ms'] / mlflow['per_run_ms']:>14.2f}")
     print(f"{'metric points / s':24}{keel['points_per_s']:>12,.0f}{mlflow['points_per_s']:>16,.0f}"
           f"{keel['points_per_s'] / mlflow['points_per_s']:>14.1f}")
+    print(f"{'CPU ms per run':24}{keel['per_run_cpu_ms']:>12.2f}{mlflow['per_run_cpu_ms']:>16.2f}"
+          f"{keel['per_run_cpu_ms'] / mlflow['per_run_cpu_ms']:>14.2f}")
+    print(f"{'points / CPU second':24}{keel['points_per_cpu_s']:>12,.0f}{mlflow['points_per_cpu_s']:>16,.0f}"
+          f"{keel['points_per_cpu_s'] / mlflow['points_per_cpu_s']:>14.1f}")
+    print(f"per-round time ratios (keel/MLflow): {', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"({args.runs} runs of {args.metrics} metrics each after 3 warm-up runs; {args.points:,} bulk points)")
 
 

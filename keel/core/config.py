@@ -76,7 +76,7 @@ class DriftConfig(_Section):
     sample_size: int = Field(100_000, ge=100)
     seed: int = 0
     numeric_test: Literal["ks", "cvm"] = Field("ks", description="test for numeric features: two-sample Kolmogorov-Smirnov or Cramér-von Mises (binary features always get Fisher's exact test, other categorical ones chi-square)")
-    prediction_test: Literal["uncertainty", "ks"] = Field("uncertainty", description="prediction drift: KS on the entropy of the model's probabilities (Alibi Detect's ClassifierUncertaintyDrift), or the numeric test on the raw scores")
+    prediction_test: Literal["ks", "uncertainty"] = Field("ks", description="prediction drift: the numeric test on the raw scores, or KS on the entropy of the probabilities (Alibi Detect's ClassifierUncertaintyDrift; blind to scores flipping across 0.5)")
 
 
 class MonitorConfig(_Section):

@@ -40,7 +40,7 @@ class DriftSettings:
     sample_size: int = 100_000  # rows per side; larger inputs are sampled once with `seed`
     seed: int = 0
     numeric_test: str = "ks"  # "ks" | "cvm" (Cramér-von Mises)
-    prediction_test: str = "uncertainty"  # "uncertainty" (KS on the scores' entropy) | "ks"
+    prediction_test: str = "ks"  # "ks" (the numeric test on the scores) | "uncertainty" (KS on their entropy)
 
     def __post_init__(self) -> None:
         _choice("engine", self.engine, ENGINES)
@@ -380,9 +380,9 @@ def score_drift(
 ) -> FeatureDrift:
     """Prediction drift on the model's 1-D scores (probabilities); NaN scores count as nulls.
 
-    ``prediction_test = "uncertainty"`` (default): KS on the entropy of [1 - p, p], as Alibi
-    Detect's ClassifierUncertaintyDrift; ``"ks"``: KS on the scores themselves (or CVM, with
-    ``numeric_test = "cvm"``).
+    ``prediction_test = "ks"`` (default): KS on the scores themselves (or CVM, with
+    ``numeric_test = "cvm"``); ``"uncertainty"``: KS on the entropy of [1 - p, p], as Alibi Detect's
+    ClassifierUncertaintyDrift (blind to scores that flip across 0.5, hence not the default).
     """
     ref, cur = (pl.Series("prediction", _one_d(s), dtype=pl.Float64)
                 for s in (reference_scores, current_scores))

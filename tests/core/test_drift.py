@@ -343,10 +343,10 @@ def test_prediction_and_label_drift(engine: str) -> None:
     ref_scores = rng.beta(2, 5, 5000)
     same = score_drift(ref_scores, rng.beta(2, 5, 5000), settings)
     moved = score_drift(ref_scores, np.append(rng.beta(4, 3, 5000), np.nan), settings)
-    assert same.name == "prediction" and same.test == "uncertainty_ks" and not same.drifted
+    assert same.name == "prediction" and same.test == "ks" and not same.drifted
     assert moved.drifted and moved.null_rate_current == pytest.approx(1 / 5001)
-    raw = DriftSettings(engine=engine, prediction_test="ks")  # KS on the scores themselves
-    assert score_drift(ref_scores, rng.beta(4, 3, 5000), raw).test == "ks"
+    uncertainty = DriftSettings(engine=engine, prediction_test="uncertainty")  # KS on the scores' entropy
+    assert score_drift(ref_scores, rng.beta(4, 3, 5000), uncertainty).test == "uncertainty_ks"
     labels = label_drift(rng.choice([0, 1], 4000, p=[0.8, 0.2]),
                          rng.choice([0, 1, 2], 4000, p=[0.5, 0.4, 0.1]), settings)
     assert (labels.name, labels.test, labels.kind) == ("label", "chi2", "categorical")

@@ -110,7 +110,7 @@ def test_uncertainty_drift_engines_agree_to_1e_6() -> None:
     rng = np.random.default_rng(21)
     ref = rng.beta(2, 5, 4000)
     for cur in (rng.beta(2, 5, 3000), rng.beta(2.6, 4, 3000), rng.beta(5, 5, 3000)):
-        results = {e: score_drift(ref, cur, DriftSettings(engine=e)) for e in ENGINES}
+        results = {e: score_drift(ref, cur, DriftSettings(engine=e, prediction_test="uncertainty")) for e in ENGINES}
         s, a = results["scipy"], results["alibi"]
         assert s.test == a.test == "uncertainty_ks"
         assert a.p_value == pytest.approx(s.p_value, abs=1e-6)
@@ -125,7 +125,7 @@ def test_uncertainty_drift_engines_agree_to_1e_6() -> None:
 
 
 def results_for(ref: np.ndarray, cur: np.ndarray):
-    return score_drift(ref, cur, DriftSettings(engine="scipy"))
+    return score_drift(ref, cur, DriftSettings(engine="scipy", prediction_test="uncertainty"))
 
 
 def test_bad_detector_settings_raise_config_errors() -> None:

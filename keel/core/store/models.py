@@ -199,7 +199,7 @@ class MetricPoint(SQLModel, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     model_name: str = Field(max_length=200)
-    model_version_id: int = Field(foreign_key="model_version.id", index=True)
+    model_version_id: int = Field(foreign_key="model_version.id")  # led by the unique key: no index of its own
     dataset_id: str = Field(max_length=64)
     run_id: str | None = Field(default=None, max_length=36)
     scope: str = Field(max_length=32, description="batch | holdout | train | estimate")

@@ -256,7 +256,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('metric_point', schema=None) as batch_op:
         batch_op.create_index('ix_metric_point_model_name', ['model_name', 'name'], unique=False)
-        batch_op.create_index(batch_op.f('ix_metric_point_model_version_id'), ['model_version_id'], unique=False)
         batch_op.create_index('ix_metric_point_run_id', ['run_id'], unique=False)
 
     op.create_table('prediction',
@@ -320,7 +319,6 @@ def downgrade() -> None:
     op.drop_table('prediction')
     with op.batch_alter_table('metric_point', schema=None) as batch_op:
         batch_op.drop_index('ix_metric_point_run_id')
-        batch_op.drop_index(batch_op.f('ix_metric_point_model_version_id'))
         batch_op.drop_index('ix_metric_point_model_name')
 
     op.drop_table('metric_point')
