@@ -65,6 +65,20 @@ def count_label(offset: int, shown: int, total: int, more: bool) -> str:
     return f"{offset + 1}-{offset + shown} of {'>' if more else ''}{total}"
 
 
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float] | None, top: float | None = None) -> str:
+    """Unicode-block bars, one per value, scaled to ``top`` (default: the largest); '·' is exactly zero.
+
+    Heights carry the meaning, so it reads the same without colour."""
+    if not values:
+        return "-"
+    top = top if top and top > 0 else max(values) or 1.0
+    return "".join("·" if v <= 0 else BLOCKS[min(len(BLOCKS) - 1, int(v / top * (len(BLOCKS) - 1) + 0.5))]
+                   for v in values)
+
+
 STATUS_STYLE = {"completed": "green", "promoted": "green", "production": "green", "PASS": "green",
                 "failed": "red", "rejected": "red", "quarantined": "red", "FAIL": "red",
                 "review": "yellow", "running": "cyan", "open": "yellow", "candidate": "cyan"}

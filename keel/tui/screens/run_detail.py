@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Static
 
-from keel.tui.format import STATUS_STYLE, clip, num, pval, when
+from keel.tui.format import STATUS_STYLE, clip, num, pval, sparkline, when
 from keel.tui.messages import DetailLoaded
 from keel.tui.screens.base import KeelScreen
 from keel.tui.widgets.status_line import StatusLine
@@ -86,6 +86,9 @@ def render_run(d: dict[str, Any]) -> RenderableType:
                           pval(f["p_corrected"]), num(f["effect_size"]), num(f["importance_rank"]),
                           Text("DRIFT", style="bold red") if f["drifted"] else Text("ok"))
         parts += [Text(""), table]
+        histograms = _histograms(drift["features"])
+        if histograms is not None:
+            parts += [Text(""), histograms]
     else:
         parts += [Text(""), Text("Drift: not measured (no production model to compare with)")]
 
@@ -103,6 +106,28 @@ def render_run(d: dict[str, Any]) -> RenderableType:
         state = f"acked by {a['acked_by']}" if a["acked_by"] else "OPEN"
         parts.append(Text(f"  [{a['severity']}] {a['rule']}: {a['message']} ({state})"))
     return Group(*parts)
+
+
+HISTOGRAMS = 6  # features with a reference-vs-current picture: the drifted first, then by importance
+
+
+def _histograms(features: list[dict[str, Any]]) -> Table | None:
+    """Reference against current per feature as two block sparklines on one scale (no colour needed)."""
+    shown = [f for f in features if (f.get("detail") or {}).get("histogram")][:HISTOGRAMS]
+    if not shown:
+        return None
+    table = _table("Reference vs current (share per bin; · empty)", "feature", "reference", "current", "bins")
+    for f in shown:
+        h = f["detail"]["histogram"]
+        top = max([*h["reference"], *h["current"]]) or 1.0
+        if "labels" in h:
+            bins = ", ".join(h["labels"])
+        else:
+            edges = h.get("edges") or []
+            bins = f"ref deciles {edges[0]:.4g} … {edges[-1]:.4g}" if edges else "one bin"
+        table.add_row(clip(f["feature"], 14), sparkline(h["reference"], top), sparkline(h["current"], top),
+                      clip(bins, 28))
+    return table
 
 
 class RunDetailScreen(KeelScreen):
