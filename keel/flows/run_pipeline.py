@@ -192,7 +192,8 @@ def _pipeline(ws: Workspace, wsref: str, run_id: str, batch: str) -> dict[str, A
                              detail=lambda r: {"detected": r["detected"], "drifted": r.get("drifted")})
         settings_hash = core.digest(ws.cfg.drift.model_dump())
         records.record_drift(ws, dataset_id, production["train_dataset_id"], settings_hash, run_id, drift_report)
-        summary["estimate"] = monitoring.after_scoring(ws, dataset_id, production, scores, run_id)
+        summary["estimate"] = ((prior.summary or {}).get("estimate") if prior is not None  # stored the first time
+                               else monitoring.after_scoring(ws, dataset_id, production, scores, run_id))
         metrics = stage("monitor", monitor, wsref, dataset_id, production, scores, bad_rows)
         if metrics:
             records.record_metrics(ws, production["id"], dataset_id, "batch", metrics, run_id)
