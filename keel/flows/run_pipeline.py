@@ -77,7 +77,7 @@ def drift(wsref: str, reference_id: str, dataset_id: str, production: dict[str, 
     return core.drift(ws, reference_id, dataset_id, production, bad, ref_scores, scores)
 
 
-@task(name="monitor")
+@task(name="monitor", cache_policy=CACHED, persist_result=True)
 def monitor(wsref: str, dataset_id: str, production: dict[str, Any], scores: Any, bad: list[int]) -> dict[str, Any] | None:
     """Production metrics on the labelled batch."""
     return core.monitor(_open(wsref), dataset_id, production, scores, bad)
@@ -184,18 +184,20 @@ def _pipeline(ws: Workspace, wsref: str, run_id: str, batch: str) -> dict[str, A
     if production is not None:
         spec = core.spec_of(production)
         scores = stage("score", score, wsref, dataset_id, production, bad_rows)
-        ids, actual = core.batch_ids(ws, dataset_id, bad_rows, spec)
-        records.record_predictions(ws, dataset_id, production["id"], ids, scores, actual,
-                                   ws.cfg.monitor.threshold, run_id)
+        if prior is None:  # a replay's predictions, drift report and metrics are the first run's, stored already
+            ids, actual = core.batch_ids(ws, dataset_id, bad_rows, spec)
+            records.record_predictions(ws, dataset_id, production["id"], ids, scores, actual,
+                                       ws.cfg.monitor.threshold, run_id)
         drift_report = stage("drift", drift, wsref, production["train_dataset_id"], dataset_id, production,
                              bad_rows, ws.cfg.drift.model_dump(), scores,
                              detail=lambda r: {"detected": r["detected"], "drifted": r.get("drifted")})
-        settings_hash = core.digest(ws.cfg.drift.model_dump())
-        records.record_drift(ws, dataset_id, production["train_dataset_id"], settings_hash, run_id, drift_report)
+        if prior is None:
+            records.record_drift(ws, dataset_id, production["train_dataset_id"], core.digest(ws.cfg.drift.model_dump()),
+                                 run_id, drift_report)
         summary["estimate"] = ((prior.summary or {}).get("estimate") if prior is not None  # stored the first time
                                else monitoring.after_scoring(ws, dataset_id, production, scores, run_id))
         metrics = stage("monitor", monitor, wsref, dataset_id, production, scores, bad_rows)
-        if metrics:
+        if metrics and prior is None:
             records.record_metrics(ws, production["id"], dataset_id, "batch", metrics, run_id)
     else:
         for name in ("score", "drift", "monitor"):

@@ -23,6 +23,12 @@ def configure_prefect(home: Path) -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_TASKS_REFRESH_CACHE": "false",
+        # keel records every stage itself (stage_run): the temporary server need not record task runs or
+        # persist events, whose SQLite writes made back-to-back flow runs wait on "database is locked"
+        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+        # LightGBM's OpenMP threads sleep instead of spinning while they wait (busy machines)
+        "OMP_WAIT_POLICY": "passive",
         # Alibi Detect imports transformers, which announces it found no deep-learning framework
         "TRANSFORMERS_VERBOSITY": "error",
         "TF_CPP_MIN_LOG_LEVEL": "3",
