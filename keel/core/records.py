@@ -192,12 +192,22 @@ def log_metric_points(ws: Workspace, rows: list[dict[str, Any]]) -> int:
     now = utcnow()
     default_at = _stamp(now) if sqlite else now
 
+    stamps: dict[Any, Any] = {}  # points of one batch share their time: format it once
+
+    def when(at: Any) -> Any:
+        if at is None:
+            return default_at
+        if not sqlite:
+            return at
+        if at not in stamps:
+            stamps[at] = _stamp(at)
+        return stamps[at]
+
     def params(r: dict[str, Any]) -> tuple[Any, ...]:
-        at = r.get("at")
         value = r.get("value")
         return (r["model_name"], r["model_version_id"], r["dataset_id"], r.get("run_id"), r["scope"], r["name"],
                 None if value is None or value != value else float(value), r.get("lower"), r.get("upper"),
-                bool(r.get("alert")), default_at if at is None else (_stamp(at) if sqlite else at))
+                bool(r.get("alert")), when(r.get("at")))
 
     bulk_insert_ignore(ws.engine, "metric_point", METRIC_COLUMNS, [params(r) for r in rows])
     return len(rows)
