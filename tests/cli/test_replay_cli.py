@@ -11,8 +11,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 from sqlmodel import Session, select
+from store_snapshot import snapshot
 
-from keel.core.store.models import Alias, AuditEvent, DatasetVersion, ModelVersion, PipelineRun, Prediction, Quarantine
+from keel.core.store.models import AuditEvent, PipelineRun, Quarantine
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -43,15 +44,7 @@ def _quarantine(dataset_id: str) -> list[Quarantine]:
 
 
 def _snapshot() -> dict:
-    with Session(_engine()) as s:
-        return {
-            "datasets": sorted((d.id, d.kind) for d in s.exec(select(DatasetVersion))),
-            "models": sorted((m.model_name, m.version, m.artifact_sha256, m.status) for m in s.exec(select(ModelVersion))),
-            "aliases": sorted((a.model_name, a.alias, a.model_version_id) for a in s.exec(select(Alias))),
-            "audit": len(list(s.exec(select(AuditEvent)))),
-            "predictions": len(list(s.exec(select(Prediction.row_id)))),
-            "quarantine": sorted((q.dataset_id, q.row_index, q.replayed) for q in s.exec(select(Quarantine))),
-        }
+    return snapshot(_engine())
 
 
 def test_replay_after_widening_a_range_runs_the_batch_and_marks_it_replayed_once_5(

@@ -8,12 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 from sqlmodel import Session, select
+from store_snapshot import snapshot
 
 from keel.core.store.models import (
-    Alias,
-    AuditEvent,
-    DatasetVersion,
-    ModelVersion,
     PipelineRun,
     Prediction,
     Quarantine,
@@ -36,14 +33,7 @@ def _engine():
 
 
 def _snapshot() -> dict:
-    with Session(_engine()) as s:
-        return {
-            "datasets": sorted((d.id, d.kind) for d in s.exec(select(DatasetVersion))),
-            "models": sorted((m.model_name, m.version, m.artifact_sha256, m.status) for m in s.exec(select(ModelVersion))),
-            "aliases": sorted((a.model_name, a.alias, a.model_version_id) for a in s.exec(select(Alias))),
-            "audit": len(list(s.exec(select(AuditEvent)))),
-            "predictions": len(list(s.exec(select(Prediction.row_id)))),
-        }
+    return snapshot(_engine())
 
 
 def test_pipeline_runs_the_demo_months_and_rerun_changes_nothing_2(demo_slices, demo_config):
