@@ -14,9 +14,9 @@ from keel.core.errors import DataContractError
 def _run_flow(batch: str, config: str) -> dict[str, Any]:
     """Run the flow in this process. A local run needs no crash-detecting heartbeat: Prefect's heartbeat
     thread sleeps in 1 s steps and is joined at the end, which cost about 0.8 s of every flow run."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from keel.flows.run_pipeline import run_pipeline  # first: importing keel.flows configures Prefect
 
-    from keel.flows.run_pipeline import run_pipeline
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # isort: skip
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         return run_pipeline(batch=batch, config=config)
