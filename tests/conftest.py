@@ -55,7 +55,7 @@ def demo_slices(flights: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture
 def demo_config(keel_home: Path) -> Path:
     path = keel_home.parent / "keel.toml"
-    path.write_text(DEMO_CONFIG.replace("num_boost_round", "num_boost_round"))
+    path.write_text(DEMO_CONFIG)
     return path
 
 

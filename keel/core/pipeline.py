@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 from collections import OrderedDict
@@ -87,11 +88,7 @@ def _read_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
         raise DataError(f"dataset version {dataset_id[:12]} is not in the store")
     data = ws.artifacts.read_verified(dv.artifact_uri, dataset_id)
     if dv.format == "csv":
-        import io
-
         return pl.read_csv(io.BytesIO(data), infer_schema_length=None, null_values=["", "NA"])
-    import io
-
     return pl.read_parquet(io.BytesIO(data))
 
 

@@ -417,10 +417,6 @@ def model_names(engine: Engine) -> list[str]:
         return list(session.exec(select(ModelVersion.model_name).distinct().order_by(col(ModelVersion.model_name))))
 
 
-def count_metric_points(engine: Engine) -> int:
-    with Session(engine) as session:
-        return session.exec(select(func.count()).select_from(MetricPoint)).one()
-
 
 def fmt_time(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M") if at else "-"

@@ -43,10 +43,6 @@ SWITCHES = ("promote", "promote:auto", "rollback")  # audit actions that move th
 T = TypeVar("T")
 
 
-def _user(actor: str) -> str:
-    return user_of(actor)
-
-
 def append_audit(session: Session, actor: str, action: str, model_name: str | None, version: int | None,
                  reason: str | None, details: dict[str, Any] | None = None) -> AuditEvent:
     """Add a hash-chained audit event to the session's transaction."""
@@ -94,7 +90,7 @@ def check_authorised(ws: Workspace, actor: str, action: str, model_name: str, ve
         return
     _commit(ws, lambda s: append_audit(s, actor, f"refused:{action}", model_name, version, why))
     approvers = ", ".join(ws.cfg.review.approvers)
-    raise NotAuthorized(f"{_user(actor)} may not {action} {model_name}: approvers are {approvers}")
+    raise NotAuthorized(f"{user_of(actor)} may not {action} {model_name}: approvers are {approvers}")
 
 
 def may_act(ws: Workspace, actor: str | None = None) -> tuple[bool, str]:
@@ -349,14 +345,14 @@ def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
 
     def work(session: Session) -> Review:
         review = open_review_for(session, model_name, version)
-        voters = {_user(d.actor) for d in session.exec(select(ReviewDecision).where(
+        voters = {user_of(d.actor) for d in session.exec(select(ReviewDecision).where(
             ReviewDecision.review_id == review.id, ReviewDecision.decision == "approve"))}
-        if _user(actor) in voters:
-            raise Conflict(f"{_user(actor)} already approved {model_name} v{version}; "
+        if user_of(actor) in voters:
+            raise Conflict(f"{user_of(actor)} already approved {model_name} v{version}; "
                            "a second approval must come from someone else")
         session.add(ReviewDecision(review_id=review.id or 0, actor=actor, decision="approve", reason=reason))
         session.flush()  # a second vote by the same person breaks the unique key: Conflict
-        voters.add(_user(actor))
+        voters.add(user_of(actor))
         append_audit(session, actor, "approve", model_name, version, reason,
                      {"review_id": review.id, "approvals": len(voters), "required": review.required_approvals})
         if len(voters) >= review.required_approvals:
