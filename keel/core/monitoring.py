@@ -16,7 +16,7 @@ from sqlmodel import Session, col, func, select
 from keel.core import records
 from keel.core.alerts import Check, evaluate
 from keel.core.evaluate import HIGHER_IS_BETTER
-from keel.core.store.models import Alert, MetricPoint, ModelVersion, PipelineRun, utcnow
+from keel.core.store.models import Alert, MetricPoint, ModelVersion, PipelineRun, Prediction, utcnow
 from keel.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -83,24 +83,82 @@ def _version(ws: Workspace, version: int | None) -> ModelVersion | None:
 # --- the label-free estimate ---------------------------------------------------------------------
 
 
-_CALIBRATORS: dict[tuple[str, str, str, str], Any] = {}
+_CALIBRATORS: dict[tuple[Any, ...], Any] = {}
+MIN_CALIBRATION_ROWS = 500  # fewer out-of-time labelled rows than this: the training holdout serves
 
 
-def calibrator_for(ws: Workspace, production: dict[str, Any]) -> Any:
-    """The production model's calibration on its own holdout (fitted once per process and model)."""
-    from keel.core import pipeline
-    from keel.core.data import label_array
+def recent_labelled(ws: Workspace, production: dict[str, Any], dataset_id: str, run_id: str) -> list[tuple[str, int]]:
+    """(batch, labelled rows) of the newest batches the production model scored before this run, labels known.
+
+    These are out of time for the model, as production sees it: unlike its training holdout, a random
+    share of the newest training batch that shares days (and weather, and congestion) with the rows it
+    was fitted on. Labels may have come with the batch or later (`keel labels`).
+    """
+    found: list[tuple[str, int]] = []
+    with ws.session() as session:
+        started = session.exec(select(PipelineRun.started_at).where(PipelineRun.id == run_id)).first()
+        query = select(PipelineRun.batch_id).where(
+            PipelineRun.model_name == ws.cfg.model, PipelineRun.production_before == production["id"],
+            col(PipelineRun.batch_id).is_not(None), PipelineRun.batch_id != dataset_id)
+        if started is not None:
+            query = query.where(PipelineRun.started_at < started)
+        batches = session.exec(query.order_by(col(PipelineRun.started_at).desc())).all()
+        for batch in dict.fromkeys(batches):
+            labelled = session.exec(select(func.count()).select_from(Prediction).where(
+                Prediction.dataset_id == batch, Prediction.model_version_id == production["id"],
+                col(Prediction.actual).is_not(None))).one()
+            if labelled:
+                found.append((batch, int(labelled)))
+            if len(found) == ws.cfg.monitor.calibration_batches:
+                break
+    return found
+
+
+def _fit(ws: Workspace, key: tuple[Any, ...], data: Any) -> Any:
     from keel.core.estimate import fit_calibrator
 
-    key = (ws.settings.db_url, production["sha256"], production["holdout_dataset_id"], ws.cfg.monitor.calibration)
     if key not in _CALIBRATORS:
-        holdout = production["holdout_dataset_id"]
-        y = label_array(pipeline.load_dataset(ws, holdout), pipeline.spec_of(production))
         if len(_CALIBRATORS) >= 16:
             _CALIBRATORS.clear()
-        _CALIBRATORS[key] = fit_calibrator(y, pipeline.score(ws, holdout, production, []),
-                                           ws.cfg.monitor.calibration)
+        _CALIBRATORS[key] = fit_calibrator(*data(), ws.cfg.monitor.calibration)
     return _CALIBRATORS[key]
+
+
+def calibrator_for(ws: Workspace, production: dict[str, Any], dataset_id: str = "",
+                   run_id: str = "") -> tuple[Any, str, list[str]]:
+    """The production model's calibration, where it was fitted ("recent" or "holdout"), and on which datasets.
+
+    With ``[monitor] calibrate_on = "recent"`` it is fitted on the model's stored predictions of the
+    newest labelled batches it scored (see :func:`recent_labelled`); until there are enough of them,
+    and with "holdout", on its training holdout. Fitted once per process and input.
+    """
+    from keel.core import pipeline
+    from keel.core.data import label_array
+    from keel.core.errors import DataError
+
+    base = (ws.settings.db_url, production["sha256"], ws.cfg.monitor.calibration)
+    recent = recent_labelled(ws, production, dataset_id, run_id) if ws.cfg.monitor.calibrate_on == "recent" else []
+    if sum(n for _, n in recent) >= MIN_CALIBRATION_ROWS:
+        ids = [b for b, _ in recent]
+
+        def stored() -> tuple[np.ndarray, np.ndarray]:
+            with ws.session() as session:
+                rows = session.exec(select(Prediction.actual, Prediction.score).where(
+                    col(Prediction.dataset_id).in_(ids), Prediction.model_version_id == production["id"],
+                    col(Prediction.actual).is_not(None))).all()
+            return np.array([r[0] for r in rows], dtype=np.float64), np.array([r[1] for r in rows], dtype=np.float64)
+
+        try:
+            return _fit(ws, (*base, tuple(recent)), stored), "recent", ids
+        except DataError as exc:  # one class only, say: the holdout serves
+            log.info("calibration on recent batches failed (%s): using the training holdout", exc)
+    holdout = production["holdout_dataset_id"]
+
+    def held_out() -> tuple[np.ndarray, np.ndarray]:
+        y = label_array(pipeline.load_dataset(ws, holdout), pipeline.spec_of(production))
+        return y, pipeline.score(ws, holdout, production, [])
+
+    return _fit(ws, (*base, holdout), held_out), "holdout", [holdout]
 
 
 def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], scores: np.ndarray,
@@ -111,8 +169,8 @@ def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], sc
     from keel.core.estimate import ESTIMATED, estimate_metrics
 
     try:
-        est = estimate_metrics(np.asarray(scores), calibrator_for(ws, production), ws.cfg.monitor.threshold,
-                               ws.cfg.monitor.prior_shift)
+        calibrator, source, calibrated_on = calibrator_for(ws, production, dataset_id, run_id)
+        est = estimate_metrics(np.asarray(scores), calibrator, ws.cfg.monitor.threshold, ws.cfg.monitor.prior_shift)
     except Exception as exc:  # the estimate is advice: it never fails the run, but says why it is missing
         log.warning("label-free estimate failed: %s", exc)
         return {"error": f"{type(exc).__name__}: {exc}"[:500]}
@@ -120,8 +178,8 @@ def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], sc
     values = {k: est[k] for k in ESTIMATED}
     flagged = store_points(ws, production["id"], dataset_id, "estimate", values, run_id, limits)
     return {**est, "method": "cbpe", "calibration": ws.cfg.monitor.calibration,
-            "prior_shift": ws.cfg.monitor.prior_shift,
-            "calibrated_on": production["holdout_dataset_id"], "below_threshold": sorted(flagged)}
+            "prior_shift": ws.cfg.monitor.prior_shift, "calibration_source": source,
+            "calibration_rows": calibrator.n, "calibrated_on": calibrated_on, "below_threshold": sorted(flagged)}
 
 
 # --- after every run: thresholds on realised metrics, then the alert rules -----------------------
