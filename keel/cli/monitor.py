@@ -1,4 +1,4 @@
-"""keel labels, keel alerts (and alerts ack), keel metrics serve: monitoring from the command line."""
+"""keel labels, keel alerts (and alerts ack), keel metrics serve and estimates: monitoring from the command line."""
 
 from __future__ import annotations
 
@@ -108,6 +108,36 @@ def serve_cmd(port: int, host: str) -> None:
             time.sleep(3600)
     finally:
         server.shutdown()
+
+
+@metrics_cmd.command("estimates")
+@click.argument("model")
+@click.option("--metric", default="accuracy", show_default=True,
+              type=click.Choice(["accuracy", "precision", "recall", "f1", "roc_auc"]), help="The estimated metric.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000), help="Newest batches.")
+@click.option("--config", "-c", default="keel.toml", show_default=True, help="Project configuration (its store).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def estimates_cmd(model: str, metric: str, limit: int, config: str, as_json: bool) -> None:
+    """The label-free estimate against the realised value once labels came, batch by batch, each miss explained."""
+    from keel.cli.registry import _store
+    from keel.core.queries import estimate_record
+
+    record = estimate_record(_store(config), model, metric, limit)
+    if as_json:
+        emit_json(record)
+        return
+    rows = record["rows"]
+    if not rows:
+        click.echo(f"no batch of {model} has both an estimate and labels yet")
+        return
+    click.echo(table(
+        ["batch", "model", "calibrated on", f"est. {metric}", "realised", "miss (pts)", "positive rate exp/real", "why"],
+        [[r["batch"], f"v{r['version']}", r["calibration"], fmt(r["estimated"]), fmt(r["realised"]),
+          "-" if r["miss"] is None else f"{100 * r['miss']:+.1f}",
+          f"{fmt(r['expected_rate'])} / {fmt(r['realised_rate'])}", "; ".join(r["why"]) or "within tolerance"]
+         for r in rows]))
+    within = f", {100 * record['within']:.0f}% of batches within {100 * record['tolerance']:.0f} points"
+    click.echo(f"\nmean absolute miss {100 * record['mae']:.1f} points over {len(rows)} batch(es){within}")
 
 
 COMMANDS = [labels_cmd, alerts_cmd, metrics_cmd]

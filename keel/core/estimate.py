@@ -198,3 +198,32 @@ def estimate_metrics(scores: np.ndarray, calibrator: Calibrator, threshold: floa
         "estimated_prior": prior,  # EM's estimate of the batch's positive rate; None without it
         "n": int(n),
     }
+
+
+# --- after the labels came: how far the estimate missed, and why -----------------------------------
+
+TOLERANCE = 0.02  # a miss within 2 points of accuracy (or any metric) is agreement
+RATE_SHIFT = 0.02  # the realised positive rate this far from the expected one is a label shift
+RANKING_FALL = 0.05  # realised ROC AUC this far below the estimate: the model ranks worse than calibrated
+
+
+def explain_miss(estimated: float | None, realised: float | None, expected_rate: float | None,
+                 realised_rate: float | None, estimated_auc: float | None, realised_auc: float | None,
+                 source: str | None, tolerance: float = TOLERANCE) -> list[str]:
+    """Why an estimate missed the realised value (empty when within ``tolerance``).
+
+    CBPE assumes the calibration data's P(y | score) still holds; each reason names a way it did not:
+    the batch's positive rate moved without the scores following (label shift the features do not
+    carry), the model ranked worse than on its calibration data, or the calibration data was the
+    training holdout (it shares days with the training rows and flatters the model).
+    """
+    if estimated is None or realised is None or abs(estimated - realised) <= tolerance:
+        return []
+    reasons = []
+    if expected_rate is not None and realised_rate is not None and abs(realised_rate - expected_rate) > RATE_SHIFT:
+        reasons.append(f"label shift: {100 * realised_rate:.1f}% positive, {100 * expected_rate:.1f}% expected")
+    if estimated_auc is not None and realised_auc is not None and estimated_auc - realised_auc > RANKING_FALL:
+        reasons.append(f"ranking fell: AUC {realised_auc:.3f}, {estimated_auc:.3f} expected")
+    if source == "holdout":
+        reasons.append("calibrated on the training holdout")
+    return reasons or ["no single cause: positive rate and ranking as expected"]

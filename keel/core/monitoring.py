@@ -175,7 +175,7 @@ def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], sc
         log.warning("label-free estimate failed: %s", exc)
         return {"error": f"{type(exc).__name__}: {exc}"[:500]}
     limits = thresholds(production.get("train_metrics"), ws.cfg.monitor.max_drop)
-    values = {k: est[k] for k in ESTIMATED}
+    values = {**{k: est[k] for k in ESTIMATED}, "positive_rate": est["expected_positive_rate"]}
     flagged = store_points(ws, production["id"], dataset_id, "estimate", values, run_id, limits)
     return {**est, "method": "cbpe", "calibration": ws.cfg.monitor.calibration,
             "prior_shift": ws.cfg.monitor.prior_shift, "calibration_source": source,

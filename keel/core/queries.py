@@ -358,6 +358,57 @@ def metric_history(engine: Engine, model: str, name: str = "roc_auc", scope: str
                  if p.model_version_id in versions else None, "alert": p.alert} for p in reversed(points)]
 
 
+def estimate_record(engine: Engine, model: str, name: str = "accuracy", limit: int = 100) -> dict[str, Any]:
+    """The label-free estimate of ``name`` against the realised value, batch by batch, each miss explained.
+
+    One row per (model version, batch) that has both an estimate and realised metrics, oldest first;
+    ``mae`` is the mean absolute miss over the rows and ``within`` the share within the tolerance.
+    """
+    from keel.core.estimate import TOLERANCE, explain_miss
+
+    wanted = [name, "roc_auc", "positive_rate", "n", "positives"]
+    with Session(engine) as session:
+        latest = session.exec(select(MetricPoint.model_version_id, MetricPoint.dataset_id, MetricPoint.run_id,
+                                     MetricPoint.at).where(
+            MetricPoint.model_name == model, MetricPoint.scope == "estimate", MetricPoint.name == name)
+            .order_by(col(MetricPoint.id).desc()).limit(limit)).all()
+        keys = {(v, d) for v, d, _, _ in latest}
+        points: dict[tuple[int, str], dict[str, dict[str, float | None]]] = {}
+        datasets = {d for _, d in keys}
+        for p in session.exec(select(MetricPoint).where(
+                MetricPoint.model_name == model, col(MetricPoint.dataset_id).in_(datasets),
+                col(MetricPoint.scope).in_(["estimate", "batch"]), col(MetricPoint.name).in_(wanted))):
+            if (p.model_version_id, p.dataset_id) in keys:
+                points.setdefault((p.model_version_id, p.dataset_id), {}).setdefault(p.scope, {})[p.name] = p.value
+        runs = {r.id: r for r in session.exec(select(PipelineRun).where(
+            col(PipelineRun.id).in_([r for _, _, r, _ in latest if r])))}
+        versions = _versions_by_id(session, {v for v, _ in keys})
+    rows = []
+    for version_id, dataset_id, run_id, at in reversed(latest):
+        got = points.get((version_id, dataset_id), {})
+        est, real = got.get("estimate", {}), got.get("batch", {})
+        if real.get(name) is None:
+            continue  # labels not in yet
+        run = runs.get(run_id or "")
+        source = ((run.summary or {}).get("estimate") or {}).get("calibration_source") if run else None
+        n, positives = real.get("n"), real.get("positives")
+        realised_rate = positives / n if n and positives is not None else None
+        miss = est[name] - real[name] if est.get(name) is not None else None
+        rows.append({
+            "batch": _batch_name(run.source if run else None), "dataset_id": dataset_id, "at": at,
+            "version": versions[version_id].version if version_id in versions else None,
+            "estimated": est.get(name), "realised": real[name], "miss": miss, "calibration": source or "-",
+            "expected_rate": est.get("positive_rate"), "realised_rate": realised_rate,
+            "estimated_auc": est.get("roc_auc"), "realised_auc": real.get("roc_auc"),
+            "why": explain_miss(est.get(name), real[name], est.get("positive_rate"), realised_rate,
+                                est.get("roc_auc"), real.get("roc_auc"), source),
+        })
+    misses = [abs(r["miss"]) for r in rows if r["miss"] is not None]
+    return {"model": model, "metric": name, "rows": rows, "tolerance": TOLERANCE,
+            "mae": sum(misses) / len(misses) if misses else None,
+            "within": sum(m <= TOLERANCE for m in misses) / len(misses) if misses else None}
+
+
 # --- alerts and quarantine -------------------------------------------------------------------------
 
 

@@ -67,6 +67,26 @@ def test_delayed_labels_alerts_ack_and_prometheus_3(demo_slices, keel_home, tmp_
     code, out, _ = _keel("labels", str(tmp_path / "labels.csv"), "--config", str(config))
     assert code == 0 and "0 updated" in out and "2 unknown id(s)" in out, "attaching twice changes nothing"
 
+    # the estimate against what the labels showed, the miss explained
+    code, out, err = _keel("metrics", "estimates", "flights-delay", "--config", str(config), "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    (row,) = record["rows"]
+    assert row["dataset_id"] == scored["dataset_version"] and row["calibration"] == "holdout"
+    assert row["estimated"] == pytest.approx(scored["estimate"]["accuracy"])
+    assert row["realised"] == pytest.approx(batch["metrics"]["accuracy"])
+    assert row["realised_rate"] == pytest.approx(late["delayed"].mean())
+    assert row["expected_rate"] == pytest.approx(scored["estimate"]["expected_positive_rate"])
+    assert record["mae"] == pytest.approx(abs(row["miss"]))
+    if abs(row["miss"]) > record["tolerance"]:
+        assert "calibrated on the training holdout" in row["why"], row
+    else:
+        assert row["why"] == []
+    code, out, _ = _keel("metrics", "estimates", "flights-delay", "--config", str(config))
+    assert code == 0 and "unlabelled.parquet" in out and "mean absolute miss" in out
+    code, out, _ = _keel("metrics", "estimates", "no-such-model", "--config", str(config))
+    assert code == 0 and "no batch of no-such-model" in out
+
     (tmp_path / "bad.csv").write_text("flight_id,colour\nx,red\n")
     code, _, err = _keel("labels", str(tmp_path / "bad.csv"), "--config", str(config))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "column 'delayed' is missing" in err

@@ -15,7 +15,8 @@ from sqlmodel import Session, select
 from keel.core.config import Settings
 from keel.core.demo import DEMO_CONFIG
 from keel.core.evaluate import HIGHER_IS_BETTER
-from keel.core.store.models import Alert, AlertCheck, MetricPoint, ModelVersion, PipelineRun
+from keel.core import monitoring
+from keel.core.store.models import Alert, AlertCheck, MetricPoint, ModelVersion, PipelineRun, Prediction
 from keel.core.workspace import Workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -115,8 +116,30 @@ def test_estimate_is_stored_beside_the_realised_values_3(world):
             e, r = points[("estimate", name)], points[("batch", name)]
             assert e.model_version_id == r.model_version_id and e.lower == r.lower
         assert points[("estimate", "accuracy")].value == pytest.approx(est["accuracy"])
+        assert points[("estimate", "positive_rate")].value == pytest.approx(est["expected_positive_rate"])
         assert abs(points[("estimate", "accuracy")].value - summary["metrics"]["accuracy"]) < 0.06
     assert world["summaries"][0].get("estimate") is None  # nothing served the first batch
+
+
+def test_estimate_calibrates_on_the_newest_labelled_batches_production_scored_3(world):
+    """February is v1's first batch: only its training holdout can calibrate. March is calibrated on
+    February as v1 scored it (out of time for v1), not on the holdout that shares days with training."""
+    ws = world["ws"]
+    jan, feb, mar = world["summaries"]
+    assert feb["production_before"] == mar["production_before"] == jan["production_version"]
+    with Session(ws.engine) as s:
+        v1 = s.exec(select(ModelVersion).where(ModelVersion.version == jan["production_version"])).one()
+        feb_labelled = len(s.exec(select(Prediction.row_id).where(
+            Prediction.dataset_id == feb["dataset_version"], Prediction.model_version_id == v1.id,
+            Prediction.actual.is_not(None))).all())
+    assert feb["estimate"]["calibration_source"] == "holdout"
+    assert feb["estimate"]["calibrated_on"] == [v1.holdout_dataset_id]
+    assert mar["estimate"]["calibration_source"] == "recent"
+    assert mar["estimate"]["calibrated_on"] == [feb["dataset_version"]]
+    assert mar["estimate"]["calibration_rows"] == feb_labelled > 2000, "every labelled row v1 scored in February"
+    # the quarantined batch was never scored, so it calibrates nothing; the failed runs have no batch
+    recent = monitoring.recent_labelled(ws, {"id": v1.id}, "no-such-batch", "no-such-run")
+    assert [b for b, _ in recent] == [mar["dataset_version"], feb["dataset_version"]]
 
 
 def test_drop_alert_fires_after_k_of_n_3(world):
