@@ -12,10 +12,10 @@ import polars as pl
 import pytest
 from sqlmodel import Session, select
 
+from keel.core import monitoring
 from keel.core.config import Settings
 from keel.core.demo import DEMO_CONFIG
 from keel.core.evaluate import HIGHER_IS_BETTER
-from keel.core import monitoring
 from keel.core.store.models import Alert, AlertCheck, MetricPoint, ModelVersion, PipelineRun, Prediction
 from keel.core.workspace import Workspace
 
