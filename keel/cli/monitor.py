@@ -131,8 +131,10 @@ def estimates_cmd(model: str, metric: str, limit: int, config: str, as_json: boo
         click.echo(f"no batch of {model} has both an estimate and labels yet")
         return
     click.echo(table(
-        ["batch", "model", "calibrated on", f"est. {metric}", "realised", "miss (pts)", "positive rate exp/real", "why"],
-        [[r["batch"], f"v{r['version']}", r["calibration"], fmt(r["estimated"]), fmt(r["realised"]),
+        ["batch", "data until", "model", "calibrated on", f"est. {metric}", "realised", "miss (pts)",
+         "positive rate exp/real", "why"],
+        [[r["batch"], f"{r['batch_time']:%Y-%m-%d %H:%M}" if r["batch_time"] else "-", f"v{r['version']}",
+          r["calibration"], fmt(r["estimated"]), fmt(r["realised"]),
           "-" if r["miss"] is None else f"{100 * r['miss']:+.1f}",
           f"{fmt(r['expected_rate'])} / {fmt(r['realised_rate'])}", "; ".join(r["why"]) or "within tolerance"]
          for r in rows]))

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,32 @@ def read_batch(path: str | Path) -> pl.DataFrame:
     if frame.height == 0:
         raise DataError(f"{path}: the file has no rows")
     return frame
+
+
+def time_span(frame: pl.DataFrame, column: str | None) -> tuple[Any, Any]:
+    """(earliest, latest) of ``column`` as UTC datetimes, or (None, None) when it is absent or not a time.
+
+    Times without a zone are taken as UTC.
+
+    Strings are parsed (ISO 8601 and the like); a column polars cannot read as a time gives no span
+    rather than an error: the span dates the batch's metrics, it is not a contract.
+    """
+    if not column or column not in frame.columns:
+        return None, None
+    values = frame.get_column(column)
+    if values.dtype == pl.String:
+        try:
+            values = values.str.to_datetime(strict=False, time_unit="us")
+        except (pl.exceptions.PolarsError, ValueError):
+            return None, None
+    if values.dtype == pl.Date:
+        values = values.cast(pl.Datetime("us"))
+    if not isinstance(values.dtype, pl.Datetime):
+        return None, None
+    if values.dtype.time_zone is not None:
+        values = values.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    start, end = values.min(), values.max()
+    return (None if start is None else start.replace(tzinfo=UTC)), (None if end is None else end.replace(tzinfo=UTC))
 
 
 def frame_bytes(frame: pl.DataFrame) -> bytes:

@@ -26,6 +26,7 @@ from keel.core.data import (
     learn_contract,
     read_batch,
     sha256_file,
+    time_span,
     validate,
 )
 from keel.core.errors import DataError
@@ -47,8 +48,10 @@ def ingest(ws: Workspace, path: str) -> dict[str, Any]:
     sha = sha256_file(src)
     _, dest = ws.artifacts.put_file(src, sha)
     labelled = frame.height - frame[ws.cfg.target].null_count() if ws.cfg.target in frame.columns else 0
+    start, end = time_span(frame, ws.cfg.timestamp)
     row = {"id": sha, "kind": "batch", "source": str(src.resolve()), "format": batch_format(src),
-           "rows": frame.height, "labelled_rows": labelled, "columns": frame.columns, "artifact_uri": str(dest)}
+           "rows": frame.height, "labelled_rows": labelled, "columns": frame.columns, "artifact_uri": str(dest),
+           "data_from": start, "data_to": end}
     records.register_dataset(ws, row)
     return row
 
@@ -271,9 +274,11 @@ def make_training_sets(ws: Workspace, window: list[str]) -> dict[str, Any]:
     out = {}
     for kind, frame in (("train", train), ("holdout", holdout)):
         sha, dest = ws.artifacts.put_bytes(frame_bytes(frame), ".parquet")
+        start, end = time_span(frame, ws.cfg.timestamp)
         records.register_dataset(ws, {"id": sha, "kind": kind, "source": None, "format": "parquet",
                                       "rows": frame.height, "labelled_rows": frame.height,
-                                      "columns": frame.columns, "artifact_uri": str(dest)}, parents=window)
+                                      "columns": frame.columns, "artifact_uri": str(dest),
+                                      "data_from": start, "data_to": end}, parents=window)
         out[kind] = sha
     return out
 

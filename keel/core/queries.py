@@ -354,7 +354,7 @@ def metric_history(engine: Engine, model: str, name: str = "roc_auc", scope: str
                                                         MetricPoint.scope == scope)
                               .order_by(col(MetricPoint.id).desc()).limit(limit)).all()
         versions = _versions_by_id(session, {p.model_version_id for p in points})
-        return [{"value": p.value, "at": p.at, "version": versions[p.model_version_id].version
+        return [{"value": p.value, "at": p.at, "batch_time": p.batch_time, "version": versions[p.model_version_id].version
                  if p.model_version_id in versions else None, "alert": p.alert} for p in reversed(points)]
 
 
@@ -369,7 +369,7 @@ def estimate_record(engine: Engine, model: str, name: str = "accuracy", limit: i
     wanted = [name, "roc_auc", "positive_rate", "n", "positives"]
     with Session(engine) as session:
         latest = session.exec(select(MetricPoint.model_version_id, MetricPoint.dataset_id, MetricPoint.run_id,
-                                     MetricPoint.at).where(
+                                     MetricPoint.batch_time).where(
             MetricPoint.model_name == model, MetricPoint.scope == "estimate", MetricPoint.name == name)
             .order_by(col(MetricPoint.id).desc()).limit(limit)).all()
         keys = {(v, d) for v, d, _, _ in latest}
@@ -384,7 +384,7 @@ def estimate_record(engine: Engine, model: str, name: str = "accuracy", limit: i
             col(PipelineRun.id).in_([r for _, _, r, _ in latest if r])))}
         versions = _versions_by_id(session, {v for v, _ in keys})
     rows = []
-    for version_id, dataset_id, run_id, at in reversed(latest):
+    for version_id, dataset_id, run_id, batch_time in reversed(latest):
         got = points.get((version_id, dataset_id), {})
         est, real = got.get("estimate", {}), got.get("batch", {})
         if real.get(name) is None:
@@ -395,7 +395,7 @@ def estimate_record(engine: Engine, model: str, name: str = "accuracy", limit: i
         realised_rate = positives / n if n and positives is not None else None
         miss = est[name] - real[name] if est.get(name) is not None else None
         rows.append({
-            "batch": _batch_name(run.source if run else None), "dataset_id": dataset_id, "at": at,
+            "batch": _batch_name(run.source if run else None), "dataset_id": dataset_id, "batch_time": batch_time,
             "version": versions[version_id].version if version_id in versions else None,
             "estimated": est.get(name), "realised": real[name], "miss": miss, "calibration": source or "-",
             "expected_rate": est.get("positive_rate"), "realised_rate": realised_rate,

@@ -178,12 +178,25 @@ def record_metrics(ws: Workspace, model_version_id: int, dataset_id: str, scope:
 
 
 METRIC_COLUMNS = ("model_name", "model_version_id", "dataset_id", "run_id", "scope", "name", "value", "lower",
-                  "upper", "alert", "at")
+                  "upper", "alert", "at", "batch_time")
 
 
 def _stamp(at: Any) -> Any:
-    """A datetime as the store keeps it: naive UTC on SQLite, aware elsewhere."""
+    """A datetime as the store keeps it: naive UTC on SQLite, aware elsewhere (naive input is UTC)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
     return at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def batch_times(ws: Workspace, dataset_ids: set[str]) -> dict[str, Any]:
+    """The latest timestamp of each dataset's data (None where it has no timestamp column)."""
+    out: dict[str, Any] = {}
+    ids = sorted(dataset_ids)
+    with ws.session() as session:
+        for start in range(0, len(ids), 500):
+            out.update(session.exec(select(DatasetVersion.id, DatasetVersion.data_to).where(
+                col(DatasetVersion.id).in_(ids[start:start + 500]))).all())
+    return out
 
 
 def log_metric_points(ws: Workspace, rows: list[dict[str, Any]]) -> int:
@@ -203,11 +216,13 @@ def log_metric_points(ws: Workspace, rows: list[dict[str, Any]]) -> int:
             stamps[at] = _stamp(at)
         return stamps[at]
 
+    data_times = {d: (None if t is None else when(t)) for d, t in batch_times(ws, {r["dataset_id"] for r in rows}).items()}
+
     def params(r: dict[str, Any]) -> tuple[Any, ...]:
         value = r.get("value")
         return (r["model_name"], r["model_version_id"], r["dataset_id"], r.get("run_id"), r["scope"], r["name"],
                 None if value is None or value != value else float(value), r.get("lower"), r.get("upper"),
-                bool(r.get("alert")), when(r.get("at")))
+                bool(r.get("alert")), when(r.get("at")), data_times.get(r["dataset_id"]))
 
     bulk_insert_ignore(ws.engine, "metric_point", METRIC_COLUMNS, [params(r) for r in rows])
     return len(rows)

@@ -12,11 +12,12 @@ import polars as pl
 import pytest
 from sqlmodel import Session, select
 
-from keel.core import monitoring
+from keel.core import monitoring, queries
 from keel.core.config import Settings
+from keel.core.data import time_span
 from keel.core.demo import DEMO_CONFIG
 from keel.core.evaluate import HIGHER_IS_BETTER
-from keel.core.store.models import Alert, AlertCheck, MetricPoint, ModelVersion, PipelineRun, Prediction
+from keel.core.store.models import Alert, AlertCheck, DatasetVersion, MetricPoint, ModelVersion, PipelineRun, Prediction
 from keel.core.workspace import Workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -102,6 +103,19 @@ def test_batch_metric_points_carry_thresholds_and_alert_flags_3(world):
                 assert p.alert == (p.value > p.upper)
             flagged += p.alert
     assert flagged, "the demo's later months fall below the January model's holdout figures"
+
+
+def test_metric_points_carry_the_time_their_batch_is_from_3(world, demo_slices):
+    ws = world["ws"]
+    for summary, path in zip(world["summaries"][1:], demo_slices[1:3], strict=True):
+        start, end = time_span(pl.read_parquet(path), "time_hour")
+        with Session(ws.engine) as s:
+            dataset = s.get(DatasetVersion, summary["dataset_version"])
+            points = list(s.exec(select(MetricPoint).where(MetricPoint.dataset_id == summary["dataset_version"])))
+        assert (dataset.data_from, dataset.data_to) == (start, end)
+        assert {p.scope for p in points} == {"batch", "estimate"} and {p.batch_time for p in points} == {end}
+    history = queries.metric_history(ws.engine, ws.cfg.model, "accuracy")
+    assert [h["batch_time"] for h in history] == [time_span(pl.read_parquet(p), "time_hour")[1] for p in demo_slices[1:3]]
 
 
 def test_estimate_is_stored_beside_the_realised_values_3(world):

@@ -33,6 +33,8 @@ class DatasetVersion(SQLModel, table=True):
     labelled_rows: int = 0
     columns: list[str] | None = _json()
     artifact_uri: str
+    data_from: datetime | None = Field(default=None, description="earliest value of keel.toml's timestamp column")
+    data_to: datetime | None = Field(default=None, description="latest value of keel.toml's timestamp column")
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -209,6 +211,7 @@ class MetricPoint(SQLModel, table=True):
     upper: float | None = None
     alert: bool = False
     at: datetime = Field(default_factory=utcnow)
+    batch_time: datetime | None = Field(default=None, description="the dataset's latest timestamp: when its data is from")
 
 
 class DriftReport(SQLModel, table=True):

@@ -1,0 +1,60 @@
+"""The migrations build exactly the tables the models declare, and an older store is upgraded in place."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from keel.core.data import time_span
+from keel.core.store.migrate import _config, current_revision, head_revision, upgrade
+from keel.core.store.models import SQLModel
+
+
+def test_migrations_at_head_match_the_models_3(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    assert current_revision(engine) == head_revision() == "0002"
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    assert diffs == [], f"models and migrations differ: add a migration (scripts/new-migration.sh): {diffs}"
+
+
+def test_a_store_at_0001_is_upgraded_keeping_its_rows_3(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = _config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(text("INSERT INTO dataset_version (id, kind, format, rows, labelled_rows, artifact_uri, created_at)"
+                          " VALUES ('abc', 'batch', 'csv', 3, 3, '/x', '2026-11-01 00:00:00')"))
+    assert "data_to" not in {c["name"] for c in inspect(engine).get_columns("dataset_version")}
+    upgrade(engine)
+    assert current_revision(engine) == "0002"
+    assert {"data_from", "data_to"} <= {c["name"] for c in inspect(engine).get_columns("dataset_version")}
+    assert "batch_time" in {c["name"] for c in inspect(engine).get_columns("metric_point")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, rows, data_to FROM dataset_version")).all() == [("abc", 3, None)]
+
+
+@pytest.mark.parametrize("column", [
+    pl.Series("t", ["2013-07-01T05:00:00Z", "2013-07-31T23:00:00Z", None]),  # ISO strings with a zone
+    pl.Series("t", ["2013-07-01 05:00:00", "2013-07-31 23:00:00", None]),
+    pl.Series("t", [datetime(2013, 7, 1, 5), datetime(2013, 7, 31, 23), None]),
+    pl.Series("t", [datetime(2013, 7, 1, 1), datetime(2013, 7, 31, 19), None]).dt.replace_time_zone("America/New_York"),
+])
+def test_time_span_reads_times_as_utc_3(column):
+    assert time_span(pl.DataFrame([column]), "t") == (datetime(2013, 7, 1, 5, tzinfo=UTC), datetime(2013, 7, 31, 23, tzinfo=UTC))
+
+
+def test_time_span_is_empty_for_what_is_not_a_time_3():
+    frame = pl.DataFrame({"t": ["soon", "later"], "n": [1, 2]})
+    assert time_span(frame, "t") == (None, None)
+    assert time_span(frame, "n") == (None, None)
+    assert time_span(frame, "missing") == (None, None)
+    assert time_span(frame, None) == (None, None)
