@@ -238,3 +238,23 @@ async def test_auto_refresh_picks_up_a_new_run_5(store):
         records.start_run(Workspace.open(config), "/data/customers-2026-05.parquet", None)
         await until(pilot, lambda: app.screen.query_one(PagedTable).row_count == 5)
         assert "customers-2026-05" in screen_text(app)
+
+
+async def test_compare_shows_the_estimate_against_the_labels_and_why_it_missed_5(store):
+    from keel.core import queries
+
+    record = queries.estimate_record(_engine(), "churn")
+    assert [r["batch"] for r in record["rows"]] == ["customers-2026-02.parquet", "customers-2026-04.parquet"]
+    assert all(r["calibration"] == "holdout" for r in record["rows"]), "each batch was its model's first"
+    app = KeelApp(store(), refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _view(pilot, "3")
+        for _ in range(40):
+            await pilot.press("j")
+        await settled(pilot)
+        text = screen_text(app)
+        assert "Label-free estimate of accuracy against the labels" in text
+        for r in record["rows"]:
+            assert f"{100 * r['miss']:+.1f}" in text
+            assert ("; ".join(r["why"]) or "within 2 points")[:12] in text, text

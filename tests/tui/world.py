@@ -64,7 +64,7 @@ class Clock:
 
 def build(root: Path, approvers: list[str], monkeypatch: Any) -> Path:
     """Write keel.toml and fill the store under $KEEL_HOME; returns the config path."""
-    from keel.core import audit, pipeline, records, registry
+    from keel.core import audit, monitoring, pipeline, records, registry
     from keel.core.store.models import Alert
     from keel.core.train import code_hash, model_params, params_hash
     from keel.core.workspace import Workspace
@@ -133,6 +133,9 @@ def build(root: Path, approvers: list[str], monkeypatch: Any) -> Path:
             report = pipeline.drift(ws, production["train_dataset_id"], ds["id"], production, bad_rows)
             records.record_drift(ws, ds["id"], production["train_dataset_id"], "s", run_id, report)
             stage(run_id, "drift", 130.0, detail={"detected": report["detected"]})
+            row_ids, actual = pipeline.batch_ids(ws, ds["id"], bad_rows, pipeline.spec_of(production))
+            records.record_predictions(ws, ds["id"], production["id"], row_ids, scores, actual, 0.5, run_id)
+            summary["estimate"] = monitoring.after_scoring(ws, ds["id"], production, scores, run_id)
             metrics = pipeline.monitor(ws, ds["id"], production, scores, bad_rows)
             records.record_metrics(ws, production["id"], ds["id"], "batch", metrics, run_id)
             stage(run_id, "monitor", 22.0)

@@ -1,6 +1,6 @@
 """Compare: candidate against production as the gate saw them: metric deltas with confidence
 intervals, both confusion matrices, churn, the drift of the batch they were judged on, the gate's
-reasons, and the history of a metric over batches."""
+reasons, the history of a metric over batches, and production's label-free estimate against the labels."""
 
 from __future__ import annotations
 
@@ -104,6 +104,25 @@ def render_compare(c: dict[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
+def render_estimates(record: dict[str, Any] | None) -> RenderableType:
+    """Production's label-free estimate of accuracy against the realised value, with why each miss happened."""
+    rows = (record or {}).get("rows") or []
+    if not rows:
+        return Text("Label-free estimate against the labels: no batch has both yet")
+    mae = record["mae"]
+    table = Table(title=f"Label-free estimate of accuracy against the labels (mean miss "
+                        f"{'-' if mae is None else f'{100 * mae:.1f}'} points)",
+                  title_justify="left", title_style="bold", box=None, show_edge=False, pad_edge=False)
+    for col in ("batch", "model", "est.", "real", "miss", "why"):
+        table.add_column(col, no_wrap=col != "why")
+    for r in rows:
+        miss = r["miss"]
+        table.add_row(clip(r["batch"], 22), f"v{r['version']}", num(r["estimated"]), num(r["realised"]),
+                      Text("-" if miss is None else f"{100 * miss:+.1f}", style="bold" if r["why"] else ""),
+                      "; ".join(r["why"]) or "within 2 points")
+    return table
+
+
 class CompareScreen(KeelScreen):
     VIEW = "compare"
     BINDINGS = [
@@ -126,6 +145,7 @@ class CompareScreen(KeelScreen):
         with VerticalScroll(id="compare-body"):
             yield Static("", id="compare-content")
             yield MetricChart(id="chart")
+            yield Static("", id="estimates")
         yield Footer()
 
     def reload(self) -> None:
@@ -138,7 +158,9 @@ class CompareScreen(KeelScreen):
         engine = self.keel.ctx.engine()
         data = queries.compare(engine, model, candidate)
         history = queries.metric_history(engine, data["model"], metric) if data else []
-        self.deliver(DetailLoaded("compare", {"compare": data, "history": history, "metric": metric}))
+        estimates = queries.estimate_record(engine, data["model"], "accuracy", limit=6) if data else None
+        self.deliver(DetailLoaded("compare", {"compare": data, "history": history, "metric": metric,
+                                              "estimates": estimates}))
 
     def on_detail_loaded(self, message: DetailLoaded) -> None:
         self.data, self.loaded = message.data["compare"], True
@@ -148,6 +170,7 @@ class CompareScreen(KeelScreen):
         else:
             content.update(render_compare(self.data))
         self.query_one(MetricChart).plot(message.data["metric"], message.data["history"])
+        self.query_one("#estimates", Static).update(render_estimates(message.data["estimates"]))
         self.show_status()
         self.refresh_bindings()
 
