@@ -85,6 +85,7 @@ def _version(ws: Workspace, version: int | None) -> ModelVersion | None:
 
 _CALIBRATORS: dict[tuple[Any, ...], Any] = {}
 MIN_CALIBRATION_ROWS = 500  # fewer out-of-time labelled rows than this: the training holdout serves
+RECENT_LOOKBACK = 4  # runs looked at per calibration batch wanted (reruns and unlabelled batches skipped)
 
 
 def recent_labelled(ws: Workspace, production: dict[str, Any], dataset_id: str, run_id: str) -> list[tuple[str, int]]:
@@ -102,7 +103,9 @@ def recent_labelled(ws: Workspace, production: dict[str, Any], dataset_id: str, 
             col(PipelineRun.batch_id).is_not(None), PipelineRun.batch_id != dataset_id)
         if started is not None:
             query = query.where(PipelineRun.started_at < started)
-        batches = session.exec(query.order_by(col(PipelineRun.started_at).desc())).all()
+        # the newest few only: a model whose labels never come must not make every run count them all
+        batches = session.exec(query.order_by(col(PipelineRun.started_at).desc())
+                               .limit(RECENT_LOOKBACK * ws.cfg.monitor.calibration_batches)).all()
         for batch in dict.fromkeys(batches):
             labelled = session.exec(select(func.count()).select_from(Prediction).where(
                 Prediction.dataset_id == batch, Prediction.model_version_id == production["id"],
