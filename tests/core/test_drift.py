@@ -262,6 +262,14 @@ def test_report_uses_the_configured_correction() -> None:
         np.testing.assert_allclose([f.p_corrected for f in report.features], adjust(raw))
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 20_001])
+def test_sorted_quantiles_equal_numpy_3(n) -> None:
+    rng = np.random.default_rng(n)
+    values = np.sort(np.round(rng.normal(size=n), 1))  # ties included
+    q = np.linspace(0.0, 1.0, 11)
+    assert np.allclose(ds.sorted_quantiles(values, q), np.quantile(values, q), rtol=0, atol=1e-12)
+
+
 def test_effect_sizes_psi_known_values() -> None:
     ref, cur = np.array([50, 50, 0]), np.array([25, 75, 0])
     expected = (0.25 - 0.5) * math.log(0.25 / 0.5) + (0.75 - 0.5) * math.log(0.75 / 0.5)
