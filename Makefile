@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PIP_FLAGS) --upgrade pip
 	$(PIP) install $(PIP_FLAGS) -e .
+	@# a migrated Prefect database for fresh homes to start from (saves Prefect's migrations on first start)
+	$(BIN)/python -c "from keel.flows.prefect_db import build; build()" \
+		|| echo "keel: no Prefect database template; Prefect will migrate on first start"
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed

@@ -221,10 +221,9 @@ def keel_worker(args: argparse.Namespace) -> None:
     result = {"begun": begun, "import_s": import_s, "demo_s": demo_s, "calls": calls, "timers": timers.as_dict(),
               "summaries": summaries, "model_sha": {str(k): v for k, v in shas.items()}, "ended": time.time()}
     Path(args.out).write_text(json.dumps(result))
-    if "fast-exit" in os.environ.get("KEEL_BENCH_WHAT_IF", ""):
-        sys.stdout.flush()
-        atexit._run_exitfuncs()  # Prefect's server stop and the rest, then no module teardown
-        os._exit(0)
+    from keel.cli.main import _exit
+
+    _exit(0)  # as the keel command leaves: atexit handlers (Prefect's server stop), then no module teardown
 
 
 # --- the bare subprocess ----------------------------------------------------------------------------

@@ -66,7 +66,6 @@ WHAT_IFS = {
     "skip-replay-writes": "record_predictions returns when the batch already has this model's predictions",
     "quiet-server": "temporary server without task-run recorder and event persister (no SQLite-locked 503s)",
     "prefect-template": "a fresh PREFECT_HOME starts from a copy of an already migrated prefect.db",
-    "fast-exit": "after the atexit handlers (server stop), os._exit: no interpreter teardown",
 }
 TEMPLATE_ENV = "KEEL_BENCH_PREFECT_TEMPLATE"
 

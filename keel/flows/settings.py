@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from keel.flows.prefect_db import seed
+
 
 def configure_prefect(home: Path) -> None:
     prefect_home = home / "prefect"
@@ -35,4 +37,6 @@ def configure_prefect(home: Path) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    prefect_home = Path(os.environ["PREFECT_HOME"])
     prefect_home.mkdir(parents=True, exist_ok=True)
+    seed(prefect_home)  # a fresh home starts from keel's migrated Prefect database, when one was built

@@ -1,0 +1,70 @@
+"""Fresh homes start from keel's migrated Prefect database instead of migrating from nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keel.flows import prefect_db
+
+
+def _revision(path: Path) -> str:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    return prefect_db.build(tmp_path_factory.mktemp("template") / "prefect.db")
+
+
+def test_the_template_is_one_migrated_file_2(template):
+    assert _revision(template)
+    assert not template.with_name(template.name + "-wal").exists()
+    with sqlite3.connect(template) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert db.execute("SELECT count(*) FROM flow_run").fetchone()[0] == 0, "empty: no runs of anybody's"
+
+
+def test_seed_copies_only_into_a_home_without_a_database_2(template, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEEL_PREFECT_TEMPLATE", str(template))
+    for name in prefect_db.OWN_DATABASE:
+        monkeypatch.delenv(name, raising=False)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert prefect_db.seed(fresh) is True
+    assert (fresh / "prefect.db").read_bytes() == template.read_bytes()
+    assert [p.name for p in fresh.iterdir()] == ["prefect.db"], "no partial copy left behind"
+    (fresh / "prefect.db").write_bytes(b"somebody's database")
+    assert prefect_db.seed(fresh) is False and (fresh / "prefect.db").read_bytes() == b"somebody's database"
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    assert prefect_db.seed(other) is False, "a server of the user's own: nothing to seed"
+    monkeypatch.delenv("PREFECT_API_URL")
+    monkeypatch.setenv("KEEL_PREFECT_TEMPLATE", str(tmp_path / "missing.db"))
+    assert prefect_db.seed(other) is False and not (other / "prefect.db").exists(), "no template: Prefect migrates"
+
+
+def test_a_run_in_a_fresh_home_starts_from_the_template_2(template, demo_slices, tmp_path):
+    from keel.core.demo import DEMO_CONFIG
+
+    config = tmp_path / "keel.toml"
+    config.write_text(DEMO_CONFIG)
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "KEEL_"))}
+    env.update(KEEL_HOME=str(home), KEEL_PREFECT_TEMPLATE=str(template))
+    proc = subprocess.run([sys.executable, "-m", "keel", "run", str(demo_slices[0]), "--config", str(config), "--json"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "completed"
+    seeded = home / "prefect" / "prefect.db"
+    assert _revision(seeded) == _revision(template), "Prefect found the schema at head and kept it"
+    with sqlite3.connect(seeded) as db:
+        assert db.execute("SELECT count(*) FROM flow_run").fetchone()[0] == 1, "the run was recorded in the copy"
