@@ -64,10 +64,9 @@ def read_batch(path: str | Path) -> pl.DataFrame:
 def time_span(frame: pl.DataFrame, column: str | None) -> tuple[Any, Any]:
     """(earliest, latest) of ``column`` as UTC datetimes, or (None, None) when it is absent or not a time.
 
-    Times without a zone are taken as UTC.
-
-    Strings are parsed (ISO 8601 and the like); a column polars cannot read as a time gives no span
-    rather than an error: the span dates the batch's metrics, it is not a contract.
+    Strings are parsed (ISO 8601 and the like) and times without a zone are taken as UTC; a column
+    polars cannot read as a time gives no span rather than an error: the span dates the batch's
+    metrics, it is not a contract.
     """
     if not column or column not in frame.columns:
         return None, None

@@ -376,7 +376,7 @@ def estimate_record(engine: Engine, model: str, name: str = "accuracy", limit: i
         points: dict[tuple[int, str], dict[str, dict[str, float | None]]] = {}
         datasets = {d for _, d in keys}
         for p in session.exec(select(MetricPoint).where(
-                MetricPoint.model_name == model, col(MetricPoint.dataset_id).in_(datasets),
+                MetricPoint.model_name == model, col(MetricPoint.dataset_id).in_(sorted(datasets)),
                 col(MetricPoint.scope).in_(["estimate", "batch"]), col(MetricPoint.name).in_(wanted))):
             if (p.model_version_id, p.dataset_id) in keys:
                 points.setdefault((p.model_version_id, p.dataset_id), {}).setdefault(p.scope, {})[p.name] = p.value
