@@ -188,15 +188,24 @@ def _stamp(at: Any) -> Any:
     return at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
+_BATCH_TIMES: dict[tuple[str, str], Any] = {}  # dataset versions are immutable: their times never change
+
+
 def batch_times(ws: Workspace, dataset_ids: set[str]) -> dict[str, Any]:
-    """The latest timestamp of each dataset's data (None where it has no timestamp column)."""
-    out: dict[str, Any] = {}
-    ids = sorted(dataset_ids)
-    with ws.session() as session:
-        for start in range(0, len(ids), 500):
-            out.update(session.exec(select(DatasetVersion.id, DatasetVersion.data_to).where(
-                col(DatasetVersion.id).in_(ids[start:start + 500]))).all())
-    return out
+    """The latest timestamp of each dataset's data (None where it has no timestamp column or no row)."""
+    db = ws.settings.db_url
+    ids = sorted(d for d in dataset_ids if (db, d) not in _BATCH_TIMES)
+    if ids:
+        found: dict[str, Any] = {}
+        with ws.session() as session:
+            for start in range(0, len(ids), 500):
+                found.update(session.exec(select(DatasetVersion.id, DatasetVersion.data_to).where(
+                    col(DatasetVersion.id).in_(ids[start:start + 500]))).all())
+        if len(_BATCH_TIMES) > 10_000:
+            _BATCH_TIMES.clear()
+        _BATCH_TIMES.update({(db, d): t for d, t in found.items()})  # unknown ids are asked again next time
+        return {d: found.get(d, _BATCH_TIMES.get((db, d))) for d in dataset_ids}
+    return {d: _BATCH_TIMES[(db, d)] for d in dataset_ids}
 
 
 def log_metric_points(ws: Workspace, rows: list[dict[str, Any]]) -> int:
