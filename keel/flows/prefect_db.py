@@ -36,9 +36,12 @@ def seed(prefect_home: Path) -> bool:
     template = template_path()
     if any(os.environ.get(name) for name in OWN_DATABASE) or target.exists() or not template.is_file():
         return False
+    data = template.read_bytes()
+    if not data.startswith(b"SQLite format 3\x00"):  # a wrong KEEL_PREFECT_TEMPLATE: let Prefect migrate
+        return False
     partial = prefect_home / f".prefect.db.{os.getpid()}.partial"
     try:
-        partial.write_bytes(template.read_bytes())
+        partial.write_bytes(data)
         os.link(partial, target)  # never over a database another process has just created
     except OSError:
         return False

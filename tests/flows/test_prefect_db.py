@@ -50,6 +50,9 @@ def test_seed_copies_only_into_a_home_without_a_database_2(template, tmp_path, m
     monkeypatch.delenv("PREFECT_API_URL")
     monkeypatch.setenv("KEEL_PREFECT_TEMPLATE", str(tmp_path / "missing.db"))
     assert prefect_db.seed(other) is False and not (other / "prefect.db").exists(), "no template: Prefect migrates"
+    (tmp_path / "notes.txt").write_text("not a database")
+    monkeypatch.setenv("KEEL_PREFECT_TEMPLATE", str(tmp_path / "notes.txt"))
+    assert prefect_db.seed(other) is False and not (other / "prefect.db").exists(), "not SQLite: Prefect migrates"
 
 
 def test_a_run_in_a_fresh_home_starts_from_the_template_2(template, demo_slices, tmp_path):
