@@ -120,6 +120,7 @@ def serve_cmd(port: int, host: str) -> None:
 def estimates_cmd(model: str, metric: str, limit: int, config: str, as_json: bool) -> None:
     """The label-free estimate against the realised value once labels came, batch by batch, each miss explained."""
     from keel.cli.registry import _store
+    from keel.core.estimate import WITHIN
     from keel.core.queries import estimate_record
 
     record = estimate_record(_store(config), model, metric, limit)
@@ -136,7 +137,7 @@ def estimates_cmd(model: str, metric: str, limit: int, config: str, as_json: boo
         [[r["batch"], f"{r['batch_time']:%Y-%m-%d %H:%M}" if r["batch_time"] else "-", f"v{r['version']}",
           r["calibration"], fmt(r["estimated"]), fmt(r["realised"]),
           "-" if r["miss"] is None else f"{100 * r['miss']:+.1f}",
-          f"{fmt(r['expected_rate'])} / {fmt(r['realised_rate'])}", "; ".join(r["why"]) or "within tolerance"]
+          f"{fmt(r['expected_rate'])} / {fmt(r['realised_rate'])}", "; ".join(r["why"]) or WITHIN]
          for r in rows]))
     within = f", {100 * record['within']:.0f}% of batches within {100 * record['tolerance']:.0f} points"
     click.echo(f"\nmean absolute miss {100 * record['mae']:.1f} points over {len(rows)} batch(es){within}")

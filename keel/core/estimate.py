@@ -203,6 +203,7 @@ def estimate_metrics(scores: np.ndarray, calibrator: Calibrator, threshold: floa
 # --- after the labels came: how far the estimate missed, and why -----------------------------------
 
 TOLERANCE = 0.02  # a miss within 2 points of accuracy (or any metric) is agreement
+WITHIN = f"within {100 * TOLERANCE:.0f} points"
 RATE_SHIFT = 0.02  # the realised positive rate this far from the expected one is a label shift
 RANKING_FALL = 0.05  # realised ROC AUC this far below the estimate: the model ranks worse than calibrated
 

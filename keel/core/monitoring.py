@@ -16,6 +16,7 @@ from sqlmodel import Session, col, func, select
 from keel.core import records
 from keel.core.alerts import Check, evaluate
 from keel.core.evaluate import HIGHER_IS_BETTER
+from keel.core.memo import Memo
 from keel.core.store.models import Alert, MetricPoint, ModelVersion, PipelineRun, Prediction, utcnow
 from keel.core.workspace import Workspace
 
@@ -83,7 +84,7 @@ def _version(ws: Workspace, version: int | None) -> ModelVersion | None:
 # --- the label-free estimate ---------------------------------------------------------------------
 
 
-_CALIBRATORS: dict[tuple[Any, ...], Any] = {}
+_CALIBRATORS: Memo[Any] = Memo(16)
 MIN_CALIBRATION_ROWS = 500  # fewer out-of-time labelled rows than this: the training holdout serves
 RECENT_LOOKBACK = 4  # runs looked at per calibration batch wanted (reruns and unlabelled batches skipped)
 
@@ -120,15 +121,11 @@ def recent_labelled(ws: Workspace, production: dict[str, Any], dataset_id: str, 
 def _fit(ws: Workspace, key: tuple[Any, ...], data: Any) -> Any:
     from keel.core.estimate import fit_calibrator
 
-    if key not in _CALIBRATORS:
-        if len(_CALIBRATORS) >= 16:
-            _CALIBRATORS.clear()
-        _CALIBRATORS[key] = fit_calibrator(*data(), ws.cfg.monitor.calibration)
-    return _CALIBRATORS[key]
+    return _CALIBRATORS.get(key, lambda: fit_calibrator(*data(), ws.cfg.monitor.calibration))
 
 
-def calibrator_for(ws: Workspace, production: dict[str, Any], dataset_id: str = "",
-                   run_id: str = "") -> tuple[Any, str, list[str]]:
+def calibrator_for(ws: Workspace, production: dict[str, Any], dataset_id: str,
+                   run_id: str) -> tuple[Any, str, list[str]]:
     """The production model's calibration, where it was fitted ("recent" or "holdout"), and on which datasets.
 
     With ``[monitor] calibrate_on = "recent"`` it is fitted on the model's stored predictions of the

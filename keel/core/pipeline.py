@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from keel.core.data import (
     validate,
 )
 from keel.core.errors import DataError
+from keel.core.memo import Memo
 from keel.core.store.models import DatasetVersion, ModelVersion, PipelineRun
 from keel.core.workspace import Workspace
 
@@ -64,24 +63,13 @@ def preflight(ws: Workspace, path: str) -> None:
     feature_spec(ws.cfg, frame)
 
 
-_FRAMES: OrderedDict[tuple[str, str], pl.DataFrame] = OrderedDict()
-_FRAMES_LOCK = threading.Lock()
+_FRAMES: Memo[pl.DataFrame] = Memo(6)
 
 
 def load_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
     """The dataset version's frame, read from its verified artifact. Dataset versions are immutable and
     content-addressed, so the last few frames read are kept in memory (a run reads each several times)."""
-    key = (str(ws.settings.artifacts_path), dataset_id)
-    with _FRAMES_LOCK:
-        if key in _FRAMES:
-            _FRAMES.move_to_end(key)
-            return _FRAMES[key]
-    frame = _read_dataset(ws, dataset_id)
-    with _FRAMES_LOCK:
-        _FRAMES[key] = frame
-        while len(_FRAMES) > 6:
-            _FRAMES.popitem(last=False)
-    return frame
+    return _FRAMES.get((str(ws.settings.artifacts_path), dataset_id), lambda: _read_dataset(ws, dataset_id))
 
 
 def _read_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
@@ -147,7 +135,7 @@ def validate_batch(ws: Workspace, dataset_id: str, contract: dict[str, Any]) -> 
     return {**result.to_dict(), "bad": result.bad}
 
 
-_SCORES: OrderedDict[tuple[str, str, tuple[int, ...]], np.ndarray] = OrderedDict()
+_SCORES: Memo[np.ndarray] = Memo(6)
 
 
 def score(ws: Workspace, dataset_id: str, production: dict[str, Any], bad: list[int]) -> np.ndarray:
@@ -155,17 +143,11 @@ def score(ws: Workspace, dataset_id: str, production: dict[str, Any], bad: list[
     change, so the last few answers are kept: drift and the estimate score the holdout again)."""
     from keel.core.train import predict
 
-    key = (production["sha256"], dataset_id, tuple(bad))
-    with _FRAMES_LOCK:
-        if key in _SCORES:
-            return _SCORES[key].copy()
-    frame = without_rows(load_dataset(ws, dataset_id), bad)
-    scores = predict(load_model(ws, production), frame, spec_of(production), production["categories"])
-    with _FRAMES_LOCK:
-        _SCORES[key] = scores
-        while len(_SCORES) > 6:
-            _SCORES.popitem(last=False)
-    return scores.copy()
+    def predicted() -> np.ndarray:
+        frame = without_rows(load_dataset(ws, dataset_id), bad)
+        return predict(load_model(ws, production), frame, spec_of(production), production["categories"])
+
+    return _SCORES.get((production["sha256"], dataset_id, tuple(bad)), predicted).copy()
 
 
 def drift(ws: Workspace, reference_id: str, dataset_id: str, production: dict[str, Any], bad: list[int],

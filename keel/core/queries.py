@@ -364,7 +364,7 @@ def estimate_record(engine: Engine, model: str, name: str = "accuracy", limit: i
     One row per (model version, batch) that has both an estimate and realised metrics, oldest first;
     ``mae`` is the mean absolute miss over the rows and ``within`` the share within the tolerance.
     """
-    from keel.core.estimate import TOLERANCE, explain_miss
+    from keel.core.estimate import TOLERANCE, WITHIN, explain_miss
 
     wanted = [name, "roc_auc", "positive_rate", "n", "positives"]
     with Session(engine) as session:
@@ -404,7 +404,7 @@ def estimate_record(engine: Engine, model: str, name: str = "accuracy", limit: i
                                 est.get("roc_auc"), real.get("roc_auc"), source),
         })
     misses = [abs(r["miss"]) for r in rows if r["miss"] is not None]
-    return {"model": model, "metric": name, "rows": rows, "tolerance": TOLERANCE,
+    return {"model": model, "metric": name, "rows": rows, "tolerance": TOLERANCE, "within_label": WITHIN,
             "mae": sum(misses) / len(misses) if misses else None,
             "within": sum(m <= TOLERANCE for m in misses) / len(misses) if misses else None}
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import col, func, select
 
 from keel.core.jsonsafe import json_safe
+from keel.core.memo import Memo
 from keel.core.store.engine import bulk_insert_ignore, insert_ignore
 from keel.core.store.models import (
     DatasetLineage,
@@ -188,24 +189,22 @@ def _stamp(at: Any) -> Any:
     return at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-_BATCH_TIMES: dict[tuple[str, str], Any] = {}  # dataset versions are immutable: their times never change
+_BATCH_TIMES: Memo[Any] = Memo(10_000)  # dataset versions are immutable: their times never change
 
 
 def batch_times(ws: Workspace, dataset_ids: set[str]) -> dict[str, Any]:
     """The latest timestamp of each dataset's data (None where it has no timestamp column or no row)."""
     db = ws.settings.db_url
-    ids = sorted(d for d in dataset_ids if (db, d) not in _BATCH_TIMES)
-    if ids:
-        found: dict[str, Any] = {}
+    missing = sorted(d for d in dataset_ids if (db, d) not in _BATCH_TIMES)
+    found: dict[str, Any] = {}
+    if missing:
         with ws.session() as session:
-            for start in range(0, len(ids), 500):
+            for start in range(0, len(missing), 500):
                 found.update(session.exec(select(DatasetVersion.id, DatasetVersion.data_to).where(
-                    col(DatasetVersion.id).in_(ids[start:start + 500]))).all())
-        if len(_BATCH_TIMES) > 10_000:
-            _BATCH_TIMES.clear()
-        _BATCH_TIMES.update({(db, d): t for d, t in found.items()})  # unknown ids are asked again next time
-        return {d: found.get(d, _BATCH_TIMES.get((db, d))) for d in dataset_ids}
-    return {d: _BATCH_TIMES[(db, d)] for d in dataset_ids}
+                    col(DatasetVersion.id).in_(missing[start:start + 500]))).all())
+    for d, t in found.items():  # ids not in the store are asked again next time
+        _BATCH_TIMES.put((db, d), t)
+    return {d: found[d] if d in found else _BATCH_TIMES.lookup((db, d)) for d in dataset_ids}
 
 
 def log_metric_points(ws: Workspace, rows: list[dict[str, Any]]) -> int:

@@ -60,9 +60,13 @@ def test_a_run_in_a_fresh_home_starts_from_the_template_2(template, demo_slices,
 
     config = tmp_path / "keel.toml"
     config.write_text(DEMO_CONFIG)
+    marked = tmp_path / "marked.db"  # the template plus a table of our own: only a copy of it carries that table
+    marked.write_bytes(template.read_bytes())
+    with sqlite3.connect(marked) as db:
+        db.execute("CREATE TABLE keel_template_marker (id INTEGER)")
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "KEEL_"))}
-    env.update(KEEL_HOME=str(home), KEEL_PREFECT_TEMPLATE=str(template))
+    env.update(KEEL_HOME=str(home), KEEL_PREFECT_TEMPLATE=str(marked))
     proc = subprocess.run([sys.executable, "-m", "keel", "run", str(demo_slices[0]), "--config", str(config), "--json"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -70,4 +74,6 @@ def test_a_run_in_a_fresh_home_starts_from_the_template_2(template, demo_slices,
     seeded = home / "prefect" / "prefect.db"
     assert _revision(seeded) == _revision(template), "Prefect found the schema at head and kept it"
     with sqlite3.connect(seeded) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'keel_template_marker'").fetchone(), \
+            "the home's database is the template's copy, not one Prefect migrated from nothing"
         assert db.execute("SELECT count(*) FROM flow_run").fetchone()[0] == 1, "the run was recorded in the copy"

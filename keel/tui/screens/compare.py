@@ -119,7 +119,7 @@ def render_estimates(record: dict[str, Any] | None) -> RenderableType:
         miss = r["miss"]
         table.add_row(clip(r["batch"], 22), f"v{r['version']}", num(r["estimated"]), num(r["realised"]),
                       Text("-" if miss is None else f"{100 * miss:+.1f}", style="bold" if r["why"] else ""),
-                      "; ".join(r["why"]) or "within 2 points")
+                      "; ".join(r["why"]) or record["within_label"])
     return table
 
 
