@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from keel.core.drift import DriftSettings, detect_drift
+from keel.core.drift.detect import DriftSettings, detect_drift
 
 NUMERIC = ["sched_dep_time", "sched_arr_time", "distance", "hour", "minute", "temp", "dewp",
            "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]

@@ -25,11 +25,11 @@ import numpy as np
 import polars as pl
 
 from keel.core.config import parse_config
-from keel.core.data import feature_spec, label_array
-from keel.core.demo import DEMO_CONFIG, load_flights
-from keel.core.estimate import estimate_metrics, fit_calibrator
-from keel.core.evaluate import classification_metrics
-from keel.core.train import load_booster, model_params, predict, train_model
+from keel.core.data.demo import DEMO_CONFIG, load_flights
+from keel.core.data.features import feature_spec, label_array
+from keel.core.model.evaluate import classification_metrics
+from keel.core.model.train import load_booster, model_params, predict, train_model
+from keel.core.monitoring.estimate import estimate_metrics, fit_calibrator
 
 warnings.filterwarnings("ignore")
 CFG = parse_config(tomllib.loads(DEMO_CONFIG))

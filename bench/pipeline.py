@@ -103,45 +103,45 @@ KEEL_TIMED = [
     ("prefect.results", "ResultStore._read", "prefect: read cached result"),
     ("prefect.results", "ResultStore._exists", "prefect: cache lookup"),
     ("prefect.cache_policies", "CompoundCachePolicy.compute_key", "prefect: cache key"),
-    ("keel.core.pipeline", "ingest", "core: ingest"),
-    ("keel.core.pipeline", "validate_batch", "core: validate"),
-    ("keel.core.pipeline", "score", "core: score"),
-    ("keel.core.pipeline", "drift", "core: drift"),
-    ("keel.core.pipeline", "monitor", "core: monitor"),
-    ("keel.core.pipeline", "make_training_sets", "core: datasets"),
-    ("keel.core.pipeline", "train", "core: train"),
-    ("keel.core.pipeline", "evaluate", "core: evaluate"),
-    ("keel.core.pipeline", "gate", "core: gate"),
-    ("keel.core.pipeline", "load_dataset", "io: load_dataset (read+sha256+parse)"),
-    ("keel.core.pipeline", "batch_ids", "io: batch_ids"),
-    ("keel.core.pipeline", "contract_for", "core: contract_for"),
-    ("keel.core.pipeline", "sha256_file", "io: sha256 of the batch file"),
-    ("keel.core.pipeline", "read_batch", "io: read_batch"),
-    ("keel.core.data", "Artifacts.read_verified", "io: read artifact + sha256"),
-    ("keel.core.data", "Artifacts.put_file", "io: put artifact"),
-    ("keel.core.data", "Artifacts.put_bytes", "io: put artifact"),
-    ("keel.core.data", "frame_bytes", "io: frame to parquet bytes"),
-    ("keel.core.train", "train_model", "compute: lightgbm train"),
-    ("keel.core.train", "predict", "compute: predict"),
-    ("keel.core.train", "load_booster", "compute: parse model text"),
-    ("keel.core.drift", "detect_drift", "compute: detect_drift"),
-    ("keel.core.evaluate", "compare_models", "compute: compare_models"),
-    ("keel.core.records", "record_predictions", "store: record_predictions"),
-    ("keel.core.records", "record_quarantine", "store: record_quarantine"),
-    ("keel.core.records", "record_drift", "store: record_drift"),
-    ("keel.core.records", "record_metrics", "store: record_metrics"),
-    ("keel.core.records", "record_stage", "store: record_stage"),
-    ("keel.core.records", "register_dataset", "store: register_dataset"),
-    ("keel.core.records", "register_model", "store: register_model"),
-    ("keel.core.records", "start_run", "store: runs"),
-    ("keel.core.records", "update_run", "store: runs"),
-    ("keel.core.records", "completed_run", "store: runs"),
-    ("keel.core.records", "quarantined_rows", "store: quarantined_rows"),
-    ("keel.core.pipeline", "model_runs", "store: model_runs"),
-    ("keel.core.registry", "promote", "store: registry"),
-    ("keel.core.registry", "reject", "store: registry"),
-    ("keel.core.registry", "open_review", "store: registry"),
-    ("keel.core.registry", "production_version", "store: registry"),
+    ("keel.core.pipeline.stages", "ingest", "core: ingest"),
+    ("keel.core.pipeline.stages", "validate_batch", "core: validate"),
+    ("keel.core.pipeline.stages", "score", "core: score"),
+    ("keel.core.pipeline.stages", "drift", "core: drift"),
+    ("keel.core.pipeline.stages", "monitor", "core: monitor"),
+    ("keel.core.pipeline.stages", "make_training_sets", "core: datasets"),
+    ("keel.core.pipeline.stages", "train", "core: train"),
+    ("keel.core.pipeline.stages", "evaluate", "core: evaluate"),
+    ("keel.core.pipeline.stages", "gate", "core: gate"),
+    ("keel.core.pipeline.stages", "load_dataset", "io: load_dataset (read+sha256+parse)"),
+    ("keel.core.pipeline.stages", "batch_ids", "io: batch_ids"),
+    ("keel.core.pipeline.stages", "contract_for", "core: contract_for"),
+    ("keel.core.pipeline.stages", "sha256_file", "io: sha256 of the batch file"),
+    ("keel.core.pipeline.stages", "read_batch", "io: read_batch"),
+    ("keel.core.data.batches", "Artifacts.read_verified", "io: read artifact + sha256"),
+    ("keel.core.data.batches", "Artifacts.put_file", "io: put artifact"),
+    ("keel.core.data.batches", "Artifacts.put_bytes", "io: put artifact"),
+    ("keel.core.data.batches", "frame_bytes", "io: frame to parquet bytes"),
+    ("keel.core.model.train", "train_model", "compute: lightgbm train"),
+    ("keel.core.model.train", "predict", "compute: predict"),
+    ("keel.core.model.train", "load_booster", "compute: parse model text"),
+    ("keel.core.drift.detect", "detect_drift", "compute: detect_drift"),
+    ("keel.core.model.evaluate", "compare_models", "compute: compare_models"),
+    ("keel.core.store.records", "record_predictions", "store: record_predictions"),
+    ("keel.core.store.records", "record_quarantine", "store: record_quarantine"),
+    ("keel.core.store.records", "record_drift", "store: record_drift"),
+    ("keel.core.store.records", "record_metrics", "store: record_metrics"),
+    ("keel.core.store.records", "record_stage", "store: record_stage"),
+    ("keel.core.store.records", "register_dataset", "store: register_dataset"),
+    ("keel.core.store.records", "register_model", "store: register_model"),
+    ("keel.core.store.records", "start_run", "store: runs"),
+    ("keel.core.store.records", "update_run", "store: runs"),
+    ("keel.core.store.records", "completed_run", "store: runs"),
+    ("keel.core.store.records", "quarantined_rows", "store: quarantined_rows"),
+    ("keel.core.pipeline.stages", "model_runs", "store: model_runs"),
+    ("keel.core.registry.transactions", "promote", "store: registry"),
+    ("keel.core.registry.transactions", "reject", "store: registry"),
+    ("keel.core.registry.transactions", "open_review", "store: registry"),
+    ("keel.core.registry.transactions", "production_version", "store: registry"),
     ("keel.flows.run_pipeline", "workspace_ref", "flow: workspace_ref"),
 ]
 
@@ -247,11 +247,12 @@ def bare_worker(args: argparse.Namespace) -> None:
     import polars as pl
 
     from keel.core.config import parse_config
-    from keel.core.data import Contract, feature_spec, label_array, learn_contract, validate
-    from keel.core.demo import DEMO_CONFIG
-    from keel.core.drift import DriftSettings, detect_drift, label_drift, score_drift
-    from keel.core.evaluate import classification_metrics, compare_models, confusion_drift
-    from keel.core.train import DEFAULT_PARAMS
+    from keel.core.data.contract import Contract, learn_contract, validate
+    from keel.core.data.demo import DEMO_CONFIG
+    from keel.core.data.features import feature_spec, label_array
+    from keel.core.drift.detect import DriftSettings, detect_drift, label_drift, score_drift
+    from keel.core.model.evaluate import classification_metrics, compare_models, confusion_drift
+    from keel.core.model.train import DEFAULT_PARAMS
 
     t = phase("imports", t)
     plan = json.loads(Path(args.plan).read_text())
@@ -354,8 +355,10 @@ def bare_worker(args: argparse.Namespace) -> None:
 def probe_worker(args: argparse.Namespace) -> None:
     """Prefect's own costs with keel's settings, in a fresh PREFECT_HOME under args.home."""
     begun = time.time()
-    os.environ["KEEL_HOME"] = args.home  # before keel.flows, which configures Prefect from KEEL_HOME
-    import keel.flows  # noqa: F401
+    os.environ["KEEL_HOME"] = args.home  # before Prefect is configured from KEEL_HOME
+    from keel.flows.settings import configure_prefect
+
+    configure_prefect()
 
     out: dict[str, Any] = {"begun": begun}
     t = time.perf_counter()
@@ -469,7 +472,10 @@ def snapshot(work: Path) -> Path:
     source between the cold run and the rerun, and the rerun would not be a replay."""
     src = work / "src"
     shutil.rmtree(src, ignore_errors=True)
-    shutil.copytree(REPO / "keel", src / "keel", ignore=shutil.ignore_patterns("__pycache__"))
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "keel", src / "keel", ignore=ignore)
+    for package in ("core", "flows", "tui", "cli"):  # laid out as installed: keel.core is core/, and so on
+        shutil.copytree(REPO / package, src / "keel" / package, ignore=ignore)
     return src
 
 
@@ -650,7 +656,7 @@ def main() -> None:
 def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     global SRC
     sys.path.insert(0, str(REPO))
-    from keel.core.demo import write_batches
+    from keel.core.data.demo import write_batches
 
     SRC = snapshot(work)
     rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,

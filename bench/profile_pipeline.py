@@ -31,23 +31,22 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("imports (interpreter start, keel, Prefect, lazy alibi/lightgbm)", ("_find_and_load",)),
     ("Prefect: temporary server start (waiting for /health)", ("SubprocessASGIServer.start",)),
     ("Prefect: flow heartbeat thread join at flow end", ("_send_heartbeats",)),
-    ("compute: LightGBM training", ("train_model (keel/core/train.py",)),
-    ("compute: predict (design matrix + LightGBM)", ("predict (keel/core/train.py",)),
-    ("compute: parse model text", ("load_booster (keel/core/train.py",)),
+    ("compute: LightGBM training", ("train_model (core/model/train.py",)),
+    ("compute: predict (design matrix + LightGBM)", ("predict (core/model/train.py",)),
+    ("compute: parse model text", ("load_booster (core/model/train.py",)),
     ("compute: drift tests", ("detect_drift (", "score_drift (", "label_drift (")),
     ("compute: compare_models", ("compare_models (",)),
     ("store: record_predictions", ("record_predictions (",)),
-    ("store: other keel writes and reads", ("keel/core/records.py", "keel/core/registry.py",
-                                            "keel/core/store/", "model_runs (", "training_window (")),
+    ("store: other keel writes and reads", ("core/store/", "core/registry/", "model_runs (", "training_window (")),
     ("artifacts: read + SHA-256, parse, copy, hash", ("load_dataset (", "read_verified (", "sha256_file (",
                                                       "put_file (", "put_bytes (", "frame_bytes (",
                                                       "read_batch (")),
     ("Prefect: result persistence", ("_persist_result_record", "ResultRecord.serialize")),
     ("Prefect: cache keys (hash inputs, task source)", ("compute_key (",)),
     ("Prefect: API calls to the server (HTTP)", ("PrefectHttpxSyncClient.send", "httpx/_client.py")),
-    ("compute: rest of keel's stages", ("keel/core/",)),
+    ("compute: rest of keel's stages", ("core/",)),
     ("Prefect: engine, states, events (in process)", ("prefect/",)),
-    ("keel: flow and CLI glue", ("keel/",)),
+    ("keel: flow and CLI glue", ("flows/", "cli/", "keel/")),
 ]
 
 # leaf frames of a server thread that is waiting (py-spy --idle samples them too)
@@ -74,7 +73,7 @@ def make_prefect_template(work: Path, src: Path) -> Path:
     """A migrated Prefect database (what a keel install could ship or build once), via SQLite's backup."""
     code = (
         "import os, sys, sqlite3\nfrom pathlib import Path\n"
-        "os.environ['KEEL_HOME'] = sys.argv[1]\nimport keel.flows  # configures Prefect under KEEL_HOME\n"
+        "os.environ['KEEL_HOME'] = sys.argv[1]\nfrom keel.flows.settings import configure_prefect\nconfigure_prefect()\n"
         "home = Path(sys.argv[1])\n"
         "from prefect.server.api.server import SubprocessASGIServer\n"
         "server = SubprocessASGIServer(); server.start(); server.stop()\n"
@@ -97,8 +96,8 @@ def apply_what_ifs(names: list[str]) -> Any:
     import contextlib
     import functools
 
-    import keel.core.pipeline as core
-    import keel.core.records as records
+    import keel.core.pipeline.stages as core
+    import keel.core.store.records as records
     import keel.flows.run_pipeline as flows
 
     unknown = set(names) - set(WHAT_IFS)
@@ -300,7 +299,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2, help="alternated cached reruns per side (--what-if)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from keel.core.demo import write_batches
+    from keel.core.data.demo import write_batches
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="keel-profile-"))
     batches = write_batches(work / "batches", args.months)

@@ -68,7 +68,8 @@ def keel_side(runs: int, n_metrics: int, points: int) -> dict[str, float]:
     import lightgbm as lgb
     import numpy as np
 
-    from keel.core import records, registry
+    from keel.core.registry import transactions as registry
+    from keel.core.store import records
     from keel.core.store.models import utcnow
     from keel.core.workspace import Workspace
 
@@ -104,8 +105,7 @@ def keel_side(runs: int, n_metrics: int, points: int) -> dict[str, float]:
     records.log_metric_points(ws, rows)  # keel's bulk path, as the pipeline and `keel labels` use it
     pps = points / (time.perf_counter() - start)
     pps_cpu = points / (time.process_time() - cpu)
-    from keel.core import audit
-
+    from keel.core.registry import audit
     assert audit.verify(ws.engine).ok
     return {"per_run_ms": per_run, "points_per_s": pps, "per_run_cpu_ms": per_run_cpu, "points_per_cpu_s": pps_cpu}
 

@@ -19,7 +19,7 @@ for _key in ("KEEL_DATABASE_URL", "KEEL_ARTIFACTS_URL", "PREFECT_API_URL"):
 import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 
-from keel.core.demo import DEMO_CONFIG, load_flights  # noqa: E402
+from keel.core.data.demo import DEMO_CONFIG, load_flights  # noqa: E402
 
 
 @pytest.fixture
@@ -64,7 +64,9 @@ def prefect_server():
     """One temporary Prefect server for the whole session (real API, real task caching)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    import keel.flows  # noqa: F401  (configures Prefect)
+    from keel.flows.settings import configure_prefect
+
+    configure_prefect()
 
     with prefect_test_harness(server_startup_timeout=120):
         yield

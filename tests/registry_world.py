@@ -31,9 +31,10 @@ def make_batch(root: Path, n: int = 600, seed: int = 0, name: str = "batch.parqu
 def build(root: Path, versions: int = 4, approvers: list[str] | None = None, required: int = 1,
           extra: str = "") -> Path:
     """Write keel.toml, ingest one batch and register ``versions`` trained model versions; returns the config."""
-    from keel.core import pipeline, records
-    from keel.core.evaluate import classification_metrics
-    from keel.core.train import code_hash, model_params, params_hash
+    from keel.core.model.evaluate import classification_metrics
+    from keel.core.model.train import code_hash, model_params, params_hash
+    from keel.core.pipeline import stages as pipeline
+    from keel.core.store import records
     from keel.core.workspace import Workspace
 
     config = write_config(root, approvers, required, extra)
@@ -71,8 +72,8 @@ def race_worker(role: str, actor: str, config: str, barrier, results) -> None:  
     """One operator in a race: approve v3, roll back, or promote v4 from a stale screen; reports outcomes."""
     import time
 
-    from keel.core import registry
     from keel.core.errors import Conflict, NotFound
+    from keel.core.registry import transactions as registry
 
     ws = workspace(Path(config))
     ws.engine  # noqa: B018  (open the store before the start line)

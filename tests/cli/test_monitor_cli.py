@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
 
-from keel.core.demo import DEMO_CONFIG
+from keel.core.data.demo import DEMO_CONFIG
 from keel.core.store.models import MetricPoint
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

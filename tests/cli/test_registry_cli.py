@@ -9,7 +9,7 @@ import registry_world as world
 from click.testing import CliRunner
 
 from keel.cli.main import cli
-from keel.core import registry
+from keel.core.registry import transactions as registry
 
 
 def _keel(*args: str) -> tuple[int, str]:
@@ -81,7 +81,7 @@ def test_no_flag_or_environment_lets_a_user_act_as_someone_else_4(config, monkey
     import os
     import pwd
 
-    from keel.core.lineage import history
+    from keel.core.registry.lineage import history
 
     actor = history(world.workspace(config).engine, "churn")[-1]["actor"]
     assert actor.split("@")[0] == pwd.getpwuid(os.getuid()).pw_name

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from keel.core import alerts
-from keel.core.alerts import Check
+from keel.core.monitoring import alerts
+from keel.core.monitoring.alerts import Check
 from keel.core.store.models import Alert, AlertCheck, AuditEvent
 from keel.core.workspace import Workspace
 

@@ -6,14 +6,10 @@ import polars as pl
 import pytest
 
 from keel.core.config import parse_config
-from keel.core.data import (
-    Artifacts,
-    feature_spec,
-    label_array,
-    learn_contract,
-    read_batch,
-    validate,
-)
+from keel.core.data.artifacts import Artifacts
+from keel.core.data.batches import read_batch
+from keel.core.data.contract import learn_contract, validate
+from keel.core.data.features import feature_spec, label_array
 from keel.core.errors import ConfigError, DataError, IntegrityError, UsageError
 
 

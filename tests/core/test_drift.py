@@ -1,4 +1,4 @@
-"""Known-answer tests of keel.core.drift on seeded generated data, for both engines."""
+"""Known-answer tests of keel.core.drift.detect on seeded generated data, for both engines."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from keel.core import drift_stats as ds
-from keel.core.drift import (
+from keel.core.drift import stats as ds
+from keel.core.drift.detect import (
     DriftSettings,
     category_mapping,
     detect_drift,

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from keel.core import drift_detectors as dd
-from keel.core.drift import DriftSettings, detect_drift, label_drift, score_drift
+from keel.core.drift import detectors as dd
+from keel.core.drift.detect import DriftSettings, detect_drift, label_drift, score_drift
 from keel.core.errors import ConfigError
 
 ENGINES = ["scipy", "alibi"]

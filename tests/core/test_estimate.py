@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from keel.core.errors import DataError
-from keel.core.estimate import em_prior, estimate_metrics, expected_auc, explain_miss, fit_calibrator
-from keel.core.evaluate import classification_metrics
+from keel.core.model.evaluate import classification_metrics
+from keel.core.monitoring.estimate import em_prior, estimate_metrics, expected_auc, explain_miss, fit_calibrator
 
 
 def _world(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
@@ -122,9 +122,9 @@ def test_estimate_on_the_demo_months_misses_only_where_labels_shift_3(flights, c
     import tomllib
 
     from keel.core.config import parse_config
-    from keel.core.data import feature_spec, label_array
-    from keel.core.demo import DEMO_CONFIG
-    from keel.core.train import load_booster, model_params, predict, train_model
+    from keel.core.data.demo import DEMO_CONFIG
+    from keel.core.data.features import feature_spec, label_array
+    from keel.core.model.train import load_booster, model_params, predict, train_model
 
     cfg = parse_config(tomllib.loads(DEMO_CONFIG))
     january = flights.filter((pl.col("month") == 1) & pl.col("delayed").is_not_null()).sort("time_hour", "flight_id")

@@ -1,4 +1,4 @@
-"""Tests for keel.core.evaluate: metrics vs sklearn, DeLong, McNemar, bootstrap, Holm, churn."""
+"""Tests for keel.core.model.evaluate: metrics vs sklearn, DeLong, McNemar, bootstrap, Holm, churn."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from keel.core.errors import ConfigError, DataError
-from keel.core.evaluate import (
+from keel.core.model.evaluate import (
     HIGHER_IS_BETTER,
     METRICS,
     _weighted_auc,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from keel.core import fastread, queries
 from keel.core.config import Settings, parse_config
-from keel.core.records import finish_run, start_run
+from keel.core.store import fastread, queries
+from keel.core.store.records import finish_run, start_run
 from keel.core.workspace import Workspace
 
 

@@ -1,4 +1,4 @@
-"""Tests for keel.core.gate: the promotion policy's outcomes, reasons, error rates and hash."""
+"""Tests for keel.core.model.gate: the promotion policy's outcomes, reasons, error rates and hash."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from keel.core.errors import ConfigError
-from keel.core.evaluate import classification_metrics, compare_models
-from keel.core.gate import GateDecision, GatePolicy, decide
+from keel.core.model.evaluate import classification_metrics, compare_models
+from keel.core.model.gate import GateDecision, GatePolicy, decide
 
 PRIMARY = re.compile(
     r"^ROC AUC 0\.\d{3} vs 0\.\d{3} in production: [+-]\d\.\d{3} "

@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 import registry_world as world
 
-from keel.core import registry
 from keel.core.errors import NotFound
-from keel.core.lineage import lineage, trace
-from keel.core.scoring import score_batch
+from keel.core.model.scoring import score_batch
+from keel.core.registry import transactions as registry
+from keel.core.registry.lineage import lineage, trace
 
 
 @pytest.fixture

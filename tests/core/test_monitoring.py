@@ -12,11 +12,12 @@ import polars as pl
 import pytest
 from sqlmodel import Session, select
 
-from keel.core import monitoring, queries
 from keel.core.config import Settings
-from keel.core.data import time_span
-from keel.core.demo import DEMO_CONFIG
-from keel.core.evaluate import HIGHER_IS_BETTER
+from keel.core.data.batches import time_span
+from keel.core.data.demo import DEMO_CONFIG
+from keel.core.model.evaluate import HIGHER_IS_BETTER
+from keel.core.monitoring import calibration
+from keel.core.store import queries
 from keel.core.store.models import Alert, AlertCheck, DatasetVersion, MetricPoint, ModelVersion, PipelineRun, Prediction
 from keel.core.workspace import Workspace
 
@@ -152,7 +153,7 @@ def test_estimate_calibrates_on_the_newest_labelled_batches_production_scored_3(
     assert mar["estimate"]["calibrated_on"] == [feb["dataset_version"]]
     assert mar["estimate"]["calibration_rows"] == feb_labelled > 2000, "every labelled row v1 scored in February"
     # the quarantined batch was never scored, so it calibrates nothing; the failed runs have no batch
-    recent = monitoring.recent_labelled(ws, {"id": v1.id}, "no-such-batch", "no-such-run")
+    recent = calibration.recent_labelled(ws, {"id": v1.id}, "no-such-batch", "no-such-run")
     assert [b for b, _ in recent] == [mar["dataset_version"], feb["dataset_version"]]
 
 

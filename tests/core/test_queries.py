@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert
 
-from keel.core import queries
+from keel.core.store import queries
 from keel.core.store.models import Alert, MetricPoint, PipelineRun
 
 
@@ -56,7 +56,7 @@ def test_alert_ack_records_who_once_5(keel_home):
         conn.execute(insert(Alert), [{"rule": "drift", "model_name": "m", "message": "x", "severity": "warning",
                                       "delivered": False, "created_at": datetime(2026, 1, 1, tzinfo=UTC)}])
     alert_id = queries.alerts_page(engine)["rows"][0]["id"]
-    from keel.core.alerts import acknowledge
+    from keel.core.monitoring.alerts import acknowledge
 
     assert acknowledge(engine, alert_id, "ops", "looked")["already"] is False
     assert acknowledge(engine, alert_id, "bob")["already"] is True

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from keel.core.data import time_span
+from keel.core.data.batches import time_span
 from keel.core.store.migrate import _config, current_revision, head_revision, upgrade
 from keel.core.store.models import SQLModel
 

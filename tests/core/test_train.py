@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 
 from keel.core.config import parse_config
-from keel.core.data import feature_spec
-from keel.core.train import load_booster, model_params, predict, train_model
+from keel.core.data.features import feature_spec
+from keel.core.model.train import load_booster, model_params, predict, train_model
 
 
 def _frame(seed: int, colours=("red", "blue")) -> pl.DataFrame:

@@ -56,7 +56,7 @@ def test_seed_copies_only_into_a_home_without_a_database_2(template, tmp_path, m
 
 
 def test_a_run_in_a_fresh_home_starts_from_the_template_2(template, demo_slices, tmp_path):
-    from keel.core.demo import DEMO_CONFIG
+    from keel.core.data.demo import DEMO_CONFIG
 
     config = tmp_path / "keel.toml"
     config.write_text(DEMO_CONFIG)

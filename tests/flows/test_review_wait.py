@@ -18,7 +18,7 @@ import pytest
 import registry_world as world
 from sqlmodel import Session, select
 
-from keel.core import audit
+from keel.core.registry import audit
 from keel.core.store.models import ModelVersion, PipelineRun, Review
 
 pytestmark = pytest.mark.slow

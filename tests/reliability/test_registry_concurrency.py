@@ -11,8 +11,9 @@ import registry_world as world
 from sqlalchemy import create_engine, text
 from sqlmodel import Session, col, select
 
-from keel.core import audit, registry
-from keel.core.lineage import history
+from keel.core.registry import audit
+from keel.core.registry import transactions as registry
+from keel.core.registry.lineage import history
 from keel.core.store.models import Alias, AuditEvent, ModelVersion, Review
 
 ROLES = [("approve", "ann"), ("approve", "ben"), ("rollback", "cat"), ("rollback", "dan"), ("promote", "eve"),

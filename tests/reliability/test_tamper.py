@@ -9,8 +9,9 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from keel.cli.main import cli
-from keel.core import audit, registry
 from keel.core.errors import IntegrityError
+from keel.core.registry import audit
+from keel.core.registry import transactions as registry
 from keel.core.store.models import ModelVersion
 
 

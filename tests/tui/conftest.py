@@ -13,7 +13,7 @@ from tests.tui import world
 
 def me() -> str:
     """The operating-system user the registry sees (nothing lets a test act as someone else)."""
-    from keel.core.registry import current_actor
+    from keel.core.actor import current_actor
 
     return current_actor()
 

@@ -188,7 +188,7 @@ async def test_models_rollback_and_promote_a_chosen_version_5(store):
 
 
 async def test_conflict_shows_the_error_title_over_the_message_5(store):
-    from keel.core import registry
+    from keel.core.registry import transactions as registry
     from keel.core.workspace import Workspace
 
     config = store()
@@ -228,7 +228,7 @@ async def test_alerts_ack_quarantine_rows_help_and_jump_5(store):
 
 
 async def test_auto_refresh_picks_up_a_new_run_5(store):
-    from keel.core import records
+    from keel.core.store import records
     from keel.core.workspace import Workspace
 
     config = store()
@@ -241,7 +241,7 @@ async def test_auto_refresh_picks_up_a_new_run_5(store):
 
 
 async def test_compare_shows_the_estimate_against_the_labels_and_why_it_missed_5(store):
-    from keel.core import queries
+    from keel.core.store import queries
 
     record = queries.estimate_record(_engine(), "churn")
     assert [r["batch"] for r in record["rows"]] == ["customers-2026-02.parquet", "customers-2026-04.parquet"]

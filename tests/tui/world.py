@@ -64,9 +64,13 @@ class Clock:
 
 def build(root: Path, approvers: list[str], monkeypatch: Any) -> Path:
     """Write keel.toml and fill the store under $KEEL_HOME; returns the config path."""
-    from keel.core import audit, monitoring, pipeline, records, registry
+    from keel.core.model.train import code_hash, model_params, params_hash
+    from keel.core.monitoring import hooks as monitoring
+    from keel.core.pipeline import stages as pipeline
+    from keel.core.registry import audit
+    from keel.core.registry import transactions as registry
+    from keel.core.store import records
     from keel.core.store.models import Alert
-    from keel.core.train import code_hash, model_params, params_hash
     from keel.core.workspace import Workspace
 
     clock = Clock()

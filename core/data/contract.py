@@ -1,0 +1,129 @@
+"""The data contract: what a batch must look like, learned from training data or declared, and its check."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from keel.core.config import ProjectConfig
+from keel.core.data.features import FeatureSpec, label_strings
+
+# --- the data contract -------------------------------------------------------------------------
+
+
+@dataclass
+class Contract:
+    """What a batch must look like: columns and kinds, label values, declared ranges."""
+
+    columns: dict[str, str]
+    target: str
+    labels: list[str]
+    ranges: dict[str, list[float]] = field(default_factory=dict)
+    id: str | None = None
+    null_shares: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Contract:
+        return cls(**data)
+
+
+def _kind(dtype: pl.DataType) -> str:
+    if dtype == pl.Null:
+        return "null"
+    if dtype.is_numeric():
+        return "numeric"
+    if dtype == pl.Boolean:
+        return "boolean"
+    if dtype.is_temporal():
+        return "temporal"
+    return "string"
+
+
+def learn_contract(cfg: ProjectConfig, frame: pl.DataFrame, spec: FeatureSpec) -> Contract:
+    cols = [c for c in (*spec.features, spec.target) if c in frame.columns]
+    labels = label_strings(frame[spec.target])
+    nulls = {c: frame[c].null_count() / frame.height for c in spec.features} if frame.height else {}
+    return Contract({c: _kind(frame.schema[c]) for c in cols}, spec.target, labels, dict(cfg.contract.ranges),
+                    spec.id, nulls)
+
+
+@dataclass
+class Validation:
+    """The outcome of checking a batch: bad rows with reasons, or a reason to reject the batch."""
+
+    rows: int
+    bad: list[tuple[int, str]]
+    batch_reason: str | None = None
+
+    @property
+    def bad_share(self) -> float:
+        return len({i for i, _ in self.bad}) / self.rows if self.rows else 0.0
+
+    @property
+    def bad_indices(self) -> list[int]:
+        return sorted({i for i, _ in self.bad})
+
+    def to_dict(self) -> dict[str, Any]:
+        reasons: dict[str, int] = {}
+        for _, reason in self.bad:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        return {"rows": self.rows, "bad_rows": len(self.bad_indices), "bad_share": self.bad_share,
+                "reasons": reasons, "batch_reason": self.batch_reason}
+
+
+def _compatible(expected: str, actual: str) -> bool:
+    return expected == actual or "null" in (expected, actual) or (expected == "string" and actual in ("numeric", "boolean"))
+
+
+def validate(frame: pl.DataFrame, contract: Contract, cfg: ProjectConfig) -> Validation:
+    """Check a batch against the contract; row problems are listed, structural ones reject the batch."""
+    rows = frame.height
+    for col, kind in contract.columns.items():
+        if col == contract.target and col not in frame.columns:
+            continue  # an unlabelled batch
+        if col not in frame.columns:
+            return Validation(rows, [], f"required column '{col}' is missing")
+        actual = _kind(frame.schema[col])
+        if not _compatible(kind, actual):
+            return Validation(rows, [], f"column '{col}' is {actual}, the contract says {kind}")
+    rise = cfg.contract.max_null_increase
+    for col in contract.columns:
+        if col in frame.columns and col != contract.target:
+            share, usual = frame[col].null_count() / rows, contract.null_shares.get(col, 0.0)
+            if share > usual + rise:
+                return Validation(rows, [], f"column '{col}' is {share:.0%} null, {usual:.0%} in the reference "
+                                            f"(limit +{rise:.0%})")
+    checks: list[tuple[str, pl.Expr]] = []
+    for col, (lo, hi) in contract.ranges.items():
+        if col in frame.columns and frame.schema[col].is_numeric():
+            checks.append((f"{col} outside [{lo:g}, {hi:g}]", (pl.col(col) < lo) | (pl.col(col) > hi)))
+    for col, kind in contract.columns.items():
+        if kind == "numeric" and col in frame.columns and frame.schema[col].is_float():
+            checks.append((f"{col} is not finite", pl.col(col).is_infinite() | pl.col(col).is_nan()))
+    if contract.target in frame.columns and contract.labels:
+        allowed = contract.labels
+        checks.append((f"label {contract.target} not in {allowed}",
+                       pl.col(contract.target).is_not_null() & ~pl.col(contract.target).cast(pl.String).is_in(allowed)))
+    if contract.id and contract.id in frame.columns:
+        checks.append((f"{contract.id} is null", pl.col(contract.id).is_null()))
+        checks.append((f"{contract.id} is duplicated", pl.col(contract.id).is_duplicated()))
+    bad: list[tuple[int, str]] = []
+    if checks:
+        flags = frame.select([expr.fill_null(False).alias(f"c{i}") for i, (_, expr) in enumerate(checks)])
+        for i, (reason, _) in enumerate(checks):
+            idx = np.flatnonzero(flags[f"c{i}"].to_numpy())
+            bad.extend((int(j), reason) for j in idx)
+    result = Validation(rows, bad)
+    if bad and result.bad_share > cfg.contract.max_bad_share:
+        top = bad[0][1]
+        result.batch_reason = (
+            f"{len(result.bad_indices)} of {rows} rows ({result.bad_share:.1%}) break the data contract, "
+            f"over the {cfg.contract.max_bad_share:.0%} limit (first: {top})"
+        )
+    return result

@@ -1,0 +1,313 @@
+"""The pipeline's stages as plain functions over content hashes; flows/ wraps them as tasks."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sqlmodel import col, select
+
+from keel.core.data.batches import batch_format, frame_bytes, read_batch, sha256_file, time_span
+from keel.core.data.contract import Contract, learn_contract, validate
+from keel.core.data.features import FeatureSpec, feature_spec, label_array
+from keel.core.errors import DataError
+from keel.core.memo import Memo
+from keel.core.store import records
+from keel.core.store.models import DatasetVersion, ModelVersion, PipelineRun
+from keel.core.workspace import Workspace
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --- ingest ------------------------------------------------------------------------------------
+
+
+def ingest(ws: Workspace, path: str) -> dict[str, Any]:
+    """Hash the batch, keep an immutable copy, register its dataset version."""
+    src = Path(path)
+    frame = read_batch(src)  # raises a one-line error for missing, empty or corrupt files
+    sha = sha256_file(src)
+    _, dest = ws.artifacts.put_file(src, sha)
+    labelled = frame.height - frame[ws.cfg.target].null_count() if ws.cfg.target in frame.columns else 0
+    start, end = time_span(frame, ws.cfg.timestamp)
+    row = {"id": sha, "kind": "batch", "source": str(src.resolve()), "format": batch_format(src),
+           "rows": frame.height, "labelled_rows": labelled, "columns": frame.columns, "artifact_uri": str(dest),
+           "data_from": start, "data_to": end}
+    records.register_dataset(ws, row)
+    return row
+
+
+def preflight(ws: Workspace, path: str) -> None:
+    """Fail fast, before anything is written: the file must be readable and carry the target column."""
+    frame = read_batch(path)
+    if ws.cfg.target not in frame.columns:
+        raise DataError(f"{path}: target column '{ws.cfg.target}' is missing (columns: {', '.join(frame.columns[:10])})")
+    feature_spec(ws.cfg, frame)
+
+
+_FRAMES: Memo[pl.DataFrame] = Memo(6)
+
+
+def load_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
+    """The dataset version's frame, read from its verified artifact. Dataset versions are immutable and
+    content-addressed, so the last few frames read are kept in memory (a run reads each several times)."""
+    return _FRAMES.get((str(ws.settings.artifacts_path), dataset_id), lambda: _read_dataset(ws, dataset_id))
+
+
+def _read_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
+    with ws.session() as session:
+        dv = session.get(DatasetVersion, dataset_id)
+    if dv is None:
+        raise DataError(f"dataset version {dataset_id[:12]} is not in the store")
+    data = ws.artifacts.read_verified(dv.artifact_uri, dataset_id)
+    if dv.format == "csv":
+        return pl.read_csv(io.BytesIO(data), infer_schema_length=None, null_values=["", "NA"])
+    return pl.read_parquet(io.BytesIO(data))
+
+
+def without_rows(frame: pl.DataFrame, bad: list[int]) -> pl.DataFrame:
+    if not bad:
+        return frame
+    keep = np.ones(frame.height, dtype=bool)
+    keep[bad] = False
+    return frame.filter(pl.Series(keep))
+
+
+# --- the production model ----------------------------------------------------------------------
+
+
+def model_ref(mv: ModelVersion) -> dict[str, Any]:
+    """What tasks need to use a model version: JSON-safe, its identity is the artifact hash."""
+    return {"id": mv.id, "version": mv.version, "sha256": mv.artifact_sha256, "uri": mv.artifact_uri,
+            "spec": mv.spec, "categories": mv.categories, "importance": mv.importance, "contract": mv.contract,
+            "train_dataset_id": mv.train_dataset_id, "holdout_dataset_id": mv.holdout_dataset_id,
+            "train_metrics": mv.train_metrics}
+
+
+def version_ref(ws: Workspace, version_id: int | None) -> dict[str, Any] | None:
+    if version_id is None:
+        return None
+    with ws.session() as session:
+        mv = session.get(ModelVersion, version_id)
+        return model_ref(mv) if mv else None
+
+
+def load_model(ws: Workspace, ref: dict[str, Any]) -> Any:
+    from keel.core.model.train import load_booster
+
+    return load_booster(ws.artifacts.read_verified(ref["uri"], ref["sha256"]).decode())
+
+
+def spec_of(ref: dict[str, Any]) -> FeatureSpec:
+    return FeatureSpec(**ref["spec"])
+
+
+def contract_for(ws: Workspace, frame: pl.DataFrame, production: dict[str, Any] | None) -> dict[str, Any]:
+    """The production model's contract, or one learned from this first batch."""
+    if production and production.get("contract"):
+        contract = Contract.from_dict(production["contract"])
+        contract.ranges = dict(ws.cfg.contract.ranges)  # declared ranges always follow keel.toml
+        return contract.to_dict()
+    return learn_contract(ws.cfg, frame, feature_spec(ws.cfg, frame)).to_dict()
+
+
+def validate_batch(ws: Workspace, dataset_id: str, contract: dict[str, Any]) -> dict[str, Any]:
+    frame = load_dataset(ws, dataset_id)
+    result = validate(frame, Contract.from_dict(contract), ws.cfg)
+    return {**result.to_dict(), "bad": result.bad}
+
+
+_SCORES: Memo[np.ndarray] = Memo(6)
+
+
+def score(ws: Workspace, dataset_id: str, production: dict[str, Any], bad: list[int]) -> np.ndarray:
+    """The production model's P(positive) on the batch's good rows (a model and a dataset version never
+    change, so the last few answers are kept: drift and the estimate score the holdout again)."""
+    from keel.core.model.train import predict
+
+    def predicted() -> np.ndarray:
+        frame = without_rows(load_dataset(ws, dataset_id), bad)
+        return predict(load_model(ws, production), frame, spec_of(production), production["categories"])
+
+    return _SCORES.get((production["sha256"], dataset_id, tuple(bad)), predicted).copy()
+
+
+def drift(ws: Workspace, reference_id: str, dataset_id: str, production: dict[str, Any], bad: list[int],
+          ref_scores: np.ndarray | None = None, cur_scores: np.ndarray | None = None) -> dict[str, Any]:
+    """Input drift per feature against the reference, plus prediction and label drift."""
+    from keel.core.drift.detect import DriftSettings, detect_drift, label_drift, score_drift
+
+    spec = spec_of(production)
+    settings = DriftSettings(**ws.cfg.drift.model_dump())
+    reference = load_dataset(ws, reference_id)
+    current = without_rows(load_dataset(ws, dataset_id), bad)
+    report = detect_drift(reference, current, spec.features, spec.categorical, settings, production["importance"])
+    out = report.to_dict()
+    if ref_scores is not None and cur_scores is not None:
+        out["prediction"] = score_drift(ref_scores, cur_scores, settings).to_dict()
+    if spec.target in current.columns and current[spec.target].null_count() < current.height:
+        ref_y, cur_y = label_array(reference, spec), label_array(current, spec)
+        out["label"] = label_drift(ref_y[~np.isnan(ref_y)], cur_y[~np.isnan(cur_y)], settings).to_dict()
+    return out
+
+
+def monitor(ws: Workspace, dataset_id: str, production: dict[str, Any], scores: np.ndarray,
+            bad: list[int]) -> dict[str, Any] | None:
+    """Production metrics on a labelled batch, and the confusion-matrix drift test."""
+    from keel.core.model.evaluate import classification_metrics, confusion_drift
+
+    frame = without_rows(load_dataset(ws, dataset_id), bad)
+    spec = spec_of(production)
+    if spec.target not in frame.columns:
+        return None
+    y = label_array(frame, spec)
+    mask = ~np.isnan(y)
+    if mask.sum() == 0:
+        return None
+    metrics = classification_metrics(y[mask].astype(int), scores[mask], ws.cfg.monitor.threshold)
+    baseline = (production.get("train_metrics") or {}).get("confusion")
+    if baseline:
+        metrics["confusion_drift"] = confusion_drift(baseline, metrics["confusion"])
+    return metrics
+
+
+# --- deciding to retrain -----------------------------------------------------------------------
+
+
+def model_runs(ws: Workspace) -> list[PipelineRun]:
+    with ws.session() as session:
+        return list(session.exec(
+            select(PipelineRun).where(PipelineRun.model_name == ws.cfg.model, PipelineRun.replay_of == None,  # noqa: E711
+                                      PipelineRun.status == "completed").order_by(col(PipelineRun.started_at))
+        ).all())
+
+
+def should_retrain(ws: Workspace, production: dict[str, Any] | None, labelled: int, n_drifted: int,
+                   metrics: dict[str, Any] | None) -> tuple[bool, list[str]]:
+    """Retrain on schedule, drift or a performance drop, never within the cool-down."""
+    rc = ws.cfg.retrain
+    if labelled == 0:
+        return False, ["the batch has no labels: nothing to train on"]
+    if production is None:
+        return True, ["no production model yet: training the first one"]
+    runs = model_runs(ws)
+    trained = [i for i, r in enumerate(runs) if r.model_version_id is not None]
+    since = len(runs) - 1 - trained[-1] if trained else len(runs)
+    reasons = []
+    if rc.every and since + 1 >= rc.every:
+        reasons.append(f"schedule: {since + 1} batches since the last training (every {rc.every})")
+    if rc.on_drift and n_drifted >= rc.min_drifted:
+        reasons.append(f"drift: {n_drifted} feature(s) drifted")
+    metric = ws.cfg.monitor.metric
+    base = (production.get("train_metrics") or {}).get(metric)
+    now = (metrics or {}).get(metric)
+    if rc.on_drop and base is not None and now is not None and base - now >= ws.cfg.monitor.max_drop:
+        reasons.append(f"performance: {metric} {now:.3f} on this batch, {base:.3f} at training (drop {base - now:.3f})")
+    if not reasons:
+        return False, ["no drift, no performance drop, not due: production kept"]
+    if since < rc.cooldown:
+        return False, [*reasons, f"but in cool-down ({since} of {rc.cooldown} batches since the last training)"]
+    return True, reasons
+
+
+def training_window(ws: Workspace, current_id: str) -> list[str]:
+    """The last N labelled batches this model has processed, ending with the current one."""
+    seen: list[str] = []
+    for run in model_runs(ws):
+        if run.batch_id and run.batch_id not in seen and run.batch_id != current_id:
+            seen.append(run.batch_id)
+    with ws.session() as session:
+        labelled = set(session.exec(select(DatasetVersion.id).where(
+            col(DatasetVersion.id).in_(seen), DatasetVersion.labelled_rows > 0)).all())
+    window = [b for b in seen if b in labelled][-(ws.cfg.retrain.window - 1):] if ws.cfg.retrain.window > 1 else []
+    return [*window, current_id]
+
+
+def make_training_sets(ws: Workspace, window: list[str]) -> dict[str, Any]:
+    """Training set = labelled good rows of the window minus a holdout drawn from the newest batch."""
+    rc = ws.cfg.retrain
+    parts = []
+    for dataset_id in window:
+        frame = without_rows(load_dataset(ws, dataset_id), records.quarantined_rows(ws, dataset_id))
+        parts.append(frame.filter(pl.col(ws.cfg.target).is_not_null()))
+    newest = parts[-1]
+    rng = np.random.default_rng(rc.seed)
+    is_holdout = rng.random(newest.height) < rc.holdout_share
+    holdout = newest.filter(pl.Series(is_holdout))
+    train = pl.concat([*parts[:-1], newest.filter(pl.Series(~is_holdout))], how="diagonal_relaxed")
+    out = {}
+    for kind, frame in (("train", train), ("holdout", holdout)):
+        sha, dest = ws.artifacts.put_bytes(frame_bytes(frame), ".parquet")
+        start, end = time_span(frame, ws.cfg.timestamp)
+        records.register_dataset(ws, {"id": sha, "kind": kind, "source": None, "format": "parquet",
+                                      "rows": frame.height, "labelled_rows": frame.height,
+                                      "columns": frame.columns, "artifact_uri": str(dest),
+                                      "data_from": start, "data_to": end}, parents=window)
+        out[kind] = sha
+    return out
+
+
+def train(ws: Workspace, train_id: str, params: dict[str, Any], rounds: int) -> dict[str, Any]:
+    from keel.core.model.train import train_model
+
+    frame = load_dataset(ws, train_id)
+    spec = feature_spec(ws.cfg, frame)
+    model = train_model(frame, spec, params, rounds)
+    contract = learn_contract(ws.cfg, frame, spec).to_dict()
+    return {**asdict(model), "spec": spec.to_dict(), "contract": contract}
+
+
+def evaluate(ws: Workspace, holdout_id: str, candidate: dict[str, Any], production: dict[str, Any] | None) -> dict[str, Any]:
+    """Candidate (and production) on the same holdout: metrics and the paired comparison."""
+    from keel.core.model.evaluate import classification_metrics, compare_models
+    from keel.core.model.train import load_booster, predict
+
+    frame = load_dataset(ws, holdout_id)
+    spec = FeatureSpec(**candidate["spec"])
+    y = label_array(frame, spec).astype(int)
+    cand_p = predict(load_booster(candidate["text"]), frame, spec, candidate["categories"])
+    threshold = ws.cfg.monitor.threshold
+    out: dict[str, Any] = {"candidate": classification_metrics(y, cand_p, threshold)}
+    if production is not None:
+        prod_p = predict(load_model(ws, production), frame, spec_of(production), production["categories"])
+        out["production"] = classification_metrics(y, prod_p, threshold)
+        comparison = compare_models(y, cand_p, prod_p, alpha=ws.cfg.gate.alpha, n_boot=ws.cfg.gate.n_boot,
+                                    threshold=threshold)
+        out["comparison"] = comparison.to_dict()
+    return out
+
+
+def gate(ws: Workspace, evaluation: dict[str, Any], drift_detected: bool) -> dict[str, Any]:
+    from keel.core.model.evaluate import Comparison, MetricComparison
+    from keel.core.model.gate import GatePolicy, decide
+
+    g = ws.cfg.gate
+    policy = GatePolicy(metric=g.metric, margin=g.margin, alpha=g.alpha, auto_promote=g.auto_promote,
+                        max_churn=g.max_churn, guard_metrics=tuple(g.guard_metrics), minimums=dict(g.minimums),
+                        review_on_drift=g.review_on_drift)
+    comparison = None
+    if "comparison" in evaluation:
+        data = evaluation["comparison"]
+        metrics = {k: MetricComparison(**v) for k, v in data["metrics"].items()}
+        comparison = Comparison(**{**data, "metrics": metrics})
+    return decide(policy, evaluation["candidate"], comparison, drift_detected=drift_detected).to_dict()
+
+
+def batch_ids(ws: Workspace, dataset_id: str, bad: list[int], spec: FeatureSpec) -> tuple[list[str], np.ndarray]:
+    """Row ids (the id column, else the row number in the file) and labels of the batch's good rows."""
+    frame = load_dataset(ws, dataset_id)
+    ids = frame[spec.id].cast(pl.String).to_list() if spec.id and spec.id in frame.columns else None
+    if ids is None:
+        ids = [str(i) for i in range(frame.height)]
+    labels = label_array(frame, spec) if spec.target in frame.columns else np.full(frame.height, np.nan)
+    keep = np.ones(frame.height, dtype=bool)
+    keep[bad] = False
+    return [i for i, k in zip(ids, keep, strict=True) if k], labels[keep]

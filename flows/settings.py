@@ -1,0 +1,54 @@
+"""Prefect's settings for keel: state under KEEL_HOME, telemetry off, quiet logs, persisted results.
+
+Every flow file calls :func:`configure_prefect` before it imports Prefect. Where Prefect was imported
+first (a worker's flow-run process loads the flow file after Prefect), Prefect's global settings are
+read again from the environment. A user's own PREFECT_* environment always wins.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from keel.flows.prefect_db import seed
+
+
+def configure_prefect(home: Path | None = None) -> None:
+    """Keel's defaults for Prefect under `home` (KEEL_HOME when not given); idempotent."""
+    if home is None:
+        from keel.core.config import Settings
+
+        home = Settings().home_path
+    prefect_home = home / "prefect"
+    defaults = {
+        "PREFECT_HOME": str(prefect_home),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_LOCAL_STORAGE_PATH": str(prefect_home / "storage"),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_TO_API_ENABLED": "false",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_TASKS_REFRESH_CACHE": "false",
+        # keel records every stage itself (stage_run): the temporary server need not record task runs or
+        # persist events, whose SQLite writes made back-to-back flow runs wait on "database is locked"
+        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+        # LightGBM's OpenMP threads sleep instead of spinning while they wait (busy machines)
+        "OMP_WAIT_POLICY": "passive",
+        # Alibi Detect imports transformers, which announces it found no deep-learning framework
+        "TRANSFORMERS_VERBOSITY": "error",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    prefect_home = Path(os.environ["PREFECT_HOME"])
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    seed(prefect_home)  # a fresh home starts from keel's migrated Prefect database, when one was built
+    if "prefect.context" in sys.modules:  # Prefect read its settings already: make it read them again
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
