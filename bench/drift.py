@@ -20,7 +20,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from keel.core.drift.detect import DriftSettings, detect_drift
+from keel.core.config import DriftConfig
+from keel.core.drift.detect import detect_drift
 
 NUMERIC = ["sched_dep_time", "sched_arr_time", "distance", "hour", "minute", "temp", "dewp",
            "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
@@ -109,7 +110,7 @@ def evidently_runner(reference: pl.DataFrame, current: pl.DataFrame,
 def main() -> None:
     reference, current = load_frames()
     gains = {name: float(len(FEATURES) - i) for i, name in enumerate(FEATURES)}  # a fixed ranking
-    alibi, scipy_engine = DriftSettings(engine="alibi"), DriftSettings(engine="scipy")
+    alibi, scipy_engine = DriftConfig(engine="alibi"), DriftConfig(engine="scipy")
     detect_drift(reference, current, FEATURES, CATEGORICAL, alibi, gains)  # warm-up: alibi import
     prepared = floor_inputs(reference, current)
     rows: list[tuple[str, float]] = [

@@ -246,11 +246,11 @@ def bare_worker(args: argparse.Namespace) -> None:
     import numpy as np
     import polars as pl
 
-    from keel.core.config import parse_config
+    from keel.core.config import DriftConfig, parse_config
     from keel.core.data.contract import Contract, learn_contract, validate
     from keel.core.data.demo import DEMO_CONFIG
     from keel.core.data.features import feature_spec, label_array
-    from keel.core.drift.detect import DriftSettings, detect_drift, label_drift, score_drift
+    from keel.core.drift.detect import detect_drift, label_drift, score_drift
     from keel.core.model.evaluate import classification_metrics, compare_models, confusion_drift
     from keel.core.model.train import DEFAULT_PARAMS
 
@@ -260,7 +260,7 @@ def bare_worker(args: argparse.Namespace) -> None:
     cfg = parse_config(tomllib.loads(DEMO_CONFIG))
     params = {**DEFAULT_PARAMS, **cfg.retrain.params, "seed": cfg.retrain.seed}
     rounds, threshold = cfg.retrain.num_boost_round, cfg.monitor.threshold
-    settings = DriftSettings(**cfg.drift.model_dump())
+    settings = DriftConfig(**cfg.drift.model_dump())
 
     def matrix(frame: pl.DataFrame, features: list[str], categories: dict[str, list[str]]) -> np.ndarray:
         cols = [pl.col(c).cast(pl.String).replace_strict(categories[c], [float(i) for i in range(len(categories[c]))],

@@ -70,13 +70,15 @@ class DriftConfig(_Section):
     engine: Literal["alibi", "scipy"] = "alibi"
     p_value: float = Field(0.05, gt=0.0, lt=1.0)
     correction: Literal["bonferroni", "fdr"] = "bonferroni"
-    psi_threshold: float = Field(0.2, ge=0.0)
-    wasserstein_threshold: float = Field(0.05, ge=0.0, description="Wasserstein distance / reference std needed to call a numeric feature drifted")
+    psi_threshold: float = Field(0.2, ge=0.0, allow_inf_nan=False)
+    wasserstein_threshold: float = Field(0.05, ge=0.0, allow_inf_nan=False, description="Wasserstein distance / reference std needed to call a numeric feature drifted")
     numeric_effect: Literal["wasserstein", "psi"] = "wasserstein"
     sample_size: int = Field(100_000, ge=100)
     seed: int = 0
     numeric_test: Literal["ks", "cvm"] = Field("ks", description="test for numeric features: two-sample Kolmogorov-Smirnov or Cramér-von Mises (binary features always get Fisher's exact test, other categorical ones chi-square)")
     prediction_test: Literal["ks", "uncertainty"] = Field("ks", description="prediction drift: the numeric test on the raw scores, or KS on the entropy of the probabilities (Alibi Detect's ClassifierUncertaintyDrift; blind to scores flipping across 0.5)")
+
+
 
 
 class MonitorConfig(_Section):
@@ -107,8 +109,18 @@ class RetrainConfig(_Section):
     num_boost_round: int = Field(200, ge=1)
 
 
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")  # what keel measures
+
+
+def _known_metric(name: str) -> str:
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r} (one of {', '.join(METRICS)})")
+    return name
+
+
 class GateConfig(_Section):
-    """[gate]: the promotion policy."""
+    """[gate]: the promotion policy. `minimums` are floors for higher-is-better metrics and ceilings for
+    log_loss and brier."""
 
     metric: str = "roc_auc"
     margin: float = Field(0.01, ge=0.0)
@@ -119,6 +131,26 @@ class GateConfig(_Section):
     minimums: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
     review_on_drift: bool = False
     n_boot: int = Field(500, ge=50)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        return _known_metric(value)
+
+    @field_validator("guard_metrics")
+    @classmethod
+    def _guards(cls, value: list[str]) -> list[str]:
+        return [_known_metric(name) for name in value]
+
+    @field_validator("minimums")
+    @classmethod
+    def _minimums(cls, value: dict[str, float]) -> dict[str, float]:
+        return {_known_metric(name): bound for name, bound in value.items()}
+
+    def policy_hash(self) -> str:
+        """First 16 hex chars of the SHA-256 of the policy's canonical JSON: which rules made a decision."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class ReviewConfig(_Section):

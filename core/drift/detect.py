@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from keel.core.config import DriftConfig
 from keel.core.drift import detectors as dd
 from keel.core.drift import stats as ds
 from keel.core.errors import ConfigError, DataError
@@ -24,45 +25,8 @@ NUMERIC_EFFECTS = ("wasserstein", "psi")
 HISTOGRAM_CATEGORIES = 8  # categorical histograms: the reference's most common categories, then "other"
 NUMERIC_TESTS = ("ks", "cvm")
 PREDICTION_TESTS = ("uncertainty", "ks")
+DEFAULTS = DriftConfig()  # keel.toml's [drift] defaults
 _CATEGORICAL_DTYPES = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
-
-
-@dataclass(frozen=True)
-class DriftSettings:
-    """The ``[drift]`` section of keel.toml; bad values raise ConfigError naming the key."""
-
-    engine: str = "alibi"  # "alibi" | "scipy"
-    p_value: float = 0.05  # family-wise (bonferroni) or false-discovery (fdr) level
-    correction: str = "bonferroni"  # "bonferroni" | "fdr" (Benjamini-Hochberg)
-    psi_threshold: float = 0.2  # effect-size floor for PSI (categorical, and numeric with "psi")
-    wasserstein_threshold: float = 0.05  # floor for Wasserstein distance / reference std
-    numeric_effect: str = "wasserstein"  # "wasserstein" | "psi"
-    sample_size: int = 100_000  # rows per side; larger inputs are sampled once with `seed`
-    seed: int = 0
-    numeric_test: str = "ks"  # "ks" | "cvm" (Cramér-von Mises)
-    prediction_test: str = "ks"  # "ks" (the numeric test on the scores) | "uncertainty" (KS on their entropy)
-
-    def __post_init__(self) -> None:
-        _choice("engine", self.engine, ENGINES)
-        _choice("correction", self.correction, CORRECTIONS)
-        _choice("numeric_test", self.numeric_test, NUMERIC_TESTS)
-        _choice("prediction_test", self.prediction_test, PREDICTION_TESTS)
-        _choice("numeric_effect", self.numeric_effect, NUMERIC_EFFECTS)
-        if not 0.0 < self.p_value < 1.0:
-            raise ConfigError(f"[drift] p_value must be between 0 and 1, got {self.p_value!r}")
-        for key in ("psi_threshold", "wasserstein_threshold"):
-            value = getattr(self, key)
-            if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
-                raise ConfigError(f"[drift] {key} must be a number >= 0, got {value!r}")
-        size = self.sample_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigError(f"[drift] sample_size must be an integer >= 1, got {size!r}")
-
-
-def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        options = " or ".join(repr(a) for a in allowed)
-        raise ConfigError(f"[drift] {key} must be {options}, got {value!r}")
 
 
 @dataclass
@@ -190,7 +154,7 @@ def _category_counts(values: pl.Series, categories: list[str]) -> np.ndarray:
 
 
 def _alibi_test(
-    ref: np.ndarray, cur: np.ndarray, categories: list[int] | None, settings: DriftSettings
+    ref: np.ndarray, cur: np.ndarray, categories: list[int] | None, settings: DriftConfig
 ) -> tuple[float, float]:
     """Statistic and p-value of one column from Alibi Detect's TabularDrift.
 
@@ -207,7 +171,7 @@ def _alibi_test(
     return float(data["distance"][0]), float(data["p_val"][0])
 
 
-def _numeric_drift(name: str, f: _Numeric, settings: DriftSettings) -> FeatureDrift:
+def _numeric_drift(name: str, f: _Numeric, settings: DriftConfig) -> FeatureDrift:
     if f.ref.size == 0 or f.cur.size == 0:
         stat = p = effect = math.nan
     else:
@@ -236,13 +200,13 @@ def _numeric_histogram(f: _Numeric) -> dict[str, Any] | None:
             "current": ds.shares(cur_counts)}
 
 
-def _numeric_effect(ref: np.ndarray, cur: np.ndarray, w1: float, settings: DriftSettings) -> float:
+def _numeric_effect(ref: np.ndarray, cur: np.ndarray, w1: float, settings: DriftConfig) -> float:
     if settings.numeric_effect == "psi":
         return ds.numeric_psi(ref, cur)
     return ds.wasserstein_normalised(w1, float(ref.std()))
 
 
-def _uncertainty_drift(f: _Numeric, settings: DriftSettings) -> FeatureDrift:
+def _uncertainty_drift(f: _Numeric, settings: DriftConfig) -> FeatureDrift:
     """Prediction drift as Alibi Detect's ClassifierUncertaintyDrift: KS on the entropy of
     [1 - p, p]; the effect size is measured on those entropies too."""
     if f.ref.size == 0 or f.cur.size == 0:
@@ -257,7 +221,7 @@ def _uncertainty_drift(f: _Numeric, settings: DriftSettings) -> FeatureDrift:
                     (f.null_ref, n_ref, f.null_cur, n_cur), 0)
 
 
-def _categorical_drift(name: str, f: _Categorical, settings: DriftSettings) -> FeatureDrift:
+def _categorical_drift(name: str, f: _Categorical, settings: DriftConfig) -> FeatureDrift:
     # binary (two reference categories, none unseen now): Fisher's exact test; else chi-square,
     # which also covers a binary feature that gained a third value (the unseen bucket)
     binary = len(f.categories) == 2 and f.cur_counts[-1] == 0
@@ -322,7 +286,7 @@ def _feature(
     )
 
 
-def _decide(feature: FeatureDrift, settings: DriftSettings) -> None:
+def _decide(feature: FeatureDrift, settings: DriftConfig) -> None:
     """Drifted = significant after correction AND at least the effect-size floor."""
     floor = settings.psi_threshold if feature.effect_metric == "psi" else (
         settings.wasserstein_threshold)
@@ -337,7 +301,7 @@ def detect_drift(
     current: pl.DataFrame,
     features: list[str],
     categorical: list[str],
-    settings: DriftSettings = DriftSettings(),  # noqa: B008 - frozen, so a shared default is safe
+    settings: DriftConfig = DEFAULTS,
     importance: dict[str, float] | None = None,
 ) -> DriftReport:
     """Test every feature of ``current`` against ``reference`` and rank what drifted.
@@ -376,7 +340,7 @@ def detect_drift(
 
 def score_drift(
     reference_scores: np.ndarray, current_scores: np.ndarray,
-    settings: DriftSettings = DriftSettings(),  # noqa: B008
+    settings: DriftConfig = DEFAULTS,
 ) -> FeatureDrift:
     """Prediction drift on the model's 1-D scores (probabilities); NaN scores count as nulls.
 
@@ -396,7 +360,7 @@ def score_drift(
 
 def label_drift(
     reference_labels: np.ndarray, current_labels: np.ndarray,
-    settings: DriftSettings = DriftSettings(),  # noqa: B008
+    settings: DriftConfig = DEFAULTS,
 ) -> FeatureDrift:
     """Label drift: chi-square on class counts (classes as strings; unseen classes bucketed)."""
     ref, cur = (_label_series(s) for s in (reference_labels, current_labels))
@@ -435,7 +399,7 @@ def _require_columns(frame: pl.DataFrame, names: list[str], side: str) -> None:
 
 
 def _sample_both(
-    reference: pl.DataFrame, current: pl.DataFrame, settings: DriftSettings
+    reference: pl.DataFrame, current: pl.DataFrame, settings: DriftConfig
 ) -> tuple[pl.DataFrame, pl.DataFrame, str | None]:
     """Sample each side down to ``sample_size`` rows once, with the fixed seed."""
     notes, frames = [], []
@@ -448,7 +412,7 @@ def _sample_both(
     return frames[0], frames[1], sampled
 
 
-def _correct(results: list[FeatureDrift], settings: DriftSettings) -> None:
+def _correct(results: list[FeatureDrift], settings: DriftConfig) -> None:
     p = np.array([f.p_value for f in results], dtype=np.float64)
     adjust = ds.bonferroni if settings.correction == "bonferroni" else ds.benjamini_hochberg
     for feature, corrected in zip(results, adjust(p), strict=True):

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from keel.core.config import METRICS
 from keel.core.errors import ConfigError, DataError
 from keel.core.jsonsafe import json_safe
 
-METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
 HIGHER_IS_BETTER = {
     "accuracy": True,
     "precision": True,

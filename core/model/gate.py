@@ -1,6 +1,6 @@
 """The promotion gate: policy, candidate metrics and comparison in; promote/reject/review out.
 
-Rule on the primary metric, with `improvement` = candidate - production oriented so higher is
+The policy is keel.toml's `[gate]` section (:class:`keel.core.config.GateConfig`). Rule on the primary metric, with `improvement` = candidate - production oriented so higher is
 better and its (1 - alpha) CI from `compare_models`: reject when the candidate is significantly
 worse (ci_high < 0) AND worse beyond the margin (improvement < -margin); promote-eligible when
 non-inferior (ci_low > -margin); otherwise review (ambiguous). A missed absolute minimum always
@@ -12,12 +12,11 @@ with its numbers.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
+from keel.core.config import GateConfig
 from keel.core.errors import ConfigError
-from keel.core.model.evaluate import HIGHER_IS_BETTER, METRICS, Comparison, MetricComparison
+from keel.core.model.evaluate import HIGHER_IS_BETTER, Comparison, MetricComparison
 
 OUTCOMES = ("promote", "reject", "review")
 _LABELS = {
@@ -29,48 +28,6 @@ _LABELS = {
     "log_loss": "Log loss",
     "brier": "Brier score",
 }
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    """How a candidate earns promotion; the `[gate]` section of keel.toml.
-
-    `minimums` are floors for higher-is-better metrics and ceilings for log_loss and brier.
-    """
-
-    metric: str = "roc_auc"
-    margin: float = 0.01
-    alpha: float = 0.05
-    auto_promote: bool = True
-    max_churn: float | None = None
-    guard_metrics: tuple[str, ...] = ("accuracy",)
-    minimums: dict[str, float] = field(default_factory=lambda: {"roc_auc": 0.6})
-    review_on_drift: bool = False
-
-    def __post_init__(self) -> None:
-        _check_metric("gate.metric", self.metric)
-        for name in self.guard_metrics:
-            _check_metric("gate.guard_metrics", name)
-        for name in self.minimums:
-            _check_metric("gate.minimums", name)
-        if self.margin < 0:
-            raise ConfigError(f"gate.margin must be >= 0, got {self.margin}")
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"gate.alpha must be between 0 and 1, got {self.alpha}")
-        if self.max_churn is not None and not 0 <= self.max_churn <= 1:
-            raise ConfigError(f"gate.max_churn must be between 0 and 1, got {self.max_churn}")
-        object.__setattr__(self, "guard_metrics", tuple(self.guard_metrics))
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["guard_metrics"] = list(self.guard_metrics)
-        d["minimums"] = {k: float(v) for k, v in sorted(self.minimums.items())}
-        return d
-
-    def policy_hash(self) -> str:
-        """First 16 hex chars of the SHA-256 of the policy's canonical JSON (sorted keys)."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -87,11 +44,6 @@ class GateDecision:
             "reasons": list(self.reasons),
             "policy_hash": self.policy_hash,
         }
-
-
-def _check_metric(key: str, name: str) -> None:
-    if name not in HIGHER_IS_BETTER:
-        raise ConfigError(f"{key}: unknown metric {name!r}; known: {', '.join(METRICS)}")
 
 
 def _signed(x: float) -> str:
@@ -122,7 +74,7 @@ def _minimum_check(metric: str, bound: float, value: float | None) -> tuple[bool
     return ok, f"{label} {shown} {'meets' if ok else 'misses'} the {kind} of {limit}"
 
 
-def _check_minimums(policy: GatePolicy, candidate_metrics: dict) -> tuple[bool, list[str]]:
+def _check_minimums(policy: GateConfig, candidate_metrics: dict) -> tuple[bool, list[str]]:
     results = [
         _minimum_check(m, b, candidate_metrics.get(m)) for m, b in sorted(policy.minimums.items())
     ]
@@ -159,7 +111,7 @@ def _primary_verdict(mc: MetricComparison, margin: float, level: int) -> tuple[s
     return "review", head + f", inconclusive: the interval reaches below the -{margin:.3f} margin"
 
 
-def _guard_reasons(policy: GatePolicy, comparison: Comparison, level: int) -> list[str]:
+def _guard_reasons(policy: GateConfig, comparison: Comparison, level: int) -> list[str]:
     """Sentences for guard metrics that are significantly worse beyond the margin."""
     out = []
     for name in policy.guard_metrics:
@@ -179,7 +131,7 @@ def _guard_reasons(policy: GatePolicy, comparison: Comparison, level: int) -> li
     return out
 
 
-def _churn_sentence(policy: GatePolicy, comparison: Comparison) -> tuple[bool, str]:
+def _churn_sentence(policy: GateConfig, comparison: Comparison) -> tuple[bool, str]:
     changed = round(comparison.churn * comparison.n)
     text = f"Churn {comparison.churn:.1%}: {changed:,} of {comparison.n:,} predictions change class"
     if policy.max_churn is None:
@@ -192,7 +144,7 @@ def _churn_sentence(policy: GatePolicy, comparison: Comparison) -> tuple[bool, s
     )
 
 
-def _first_model(policy: GatePolicy, candidate_metrics: dict) -> GateDecision:
+def _first_model(policy: GateConfig, candidate_metrics: dict) -> GateDecision:
     met, reasons = _check_minimums(policy, candidate_metrics)
     reasons = [
         "No model in production: the candidate is judged on the absolute minimums only",
@@ -209,7 +161,7 @@ def _first_model(policy: GatePolicy, candidate_metrics: dict) -> GateDecision:
 
 
 def decide(
-    policy: GatePolicy,
+    policy: GateConfig,
     candidate_metrics: dict,
     comparison: Comparison | None,
     *,

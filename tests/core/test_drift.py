@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from scipy import stats
 
+from keel.core.config import DriftConfig, parse_config
 from keel.core.drift import stats as ds
 from keel.core.drift.detect import (
-    DriftSettings,
     category_mapping,
     detect_drift,
     label_drift,
@@ -60,7 +60,7 @@ def test_mean_shift_of_a_tenth_std_is_detected_in_that_feature_only(engine: str)
     ref, cur = normal_frame(rng, 5000, 4), normal_frame(rng, 5000, 4, shift=0.1)
     # The default Wasserstein floor (0.1 reference std) equals this shift, so whether a sample's
     # estimate lands above or below it is a coin flip; halve the floor to test the detection.
-    settings = DriftSettings(engine=engine, wasserstein_threshold=0.05)
+    settings = DriftConfig(engine=engine, wasserstein_threshold=0.05)
     report = detect_drift(ref, cur, ref.columns, [], settings)
     assert report.detected
     assert report.drifted() == ["x0"]
@@ -72,7 +72,7 @@ def test_mean_shift_of_a_tenth_std_is_detected_in_that_feature_only(engine: str)
 
 def test_false_alarm_rate_over_200_seeds_is_at_most_alpha() -> None:
     alpha = 0.05
-    settings = DriftSettings(engine="scipy", p_value=alpha)
+    settings = DriftConfig(engine="scipy", p_value=alpha)
     by_test, by_report, uncorrected = 0, 0, 0
     for seed in range(200):
         rng = np.random.default_rng(seed)
@@ -93,7 +93,7 @@ def test_trivial_shift_at_a_million_rows_is_significant_but_not_drifted() -> Non
     n = 1_000_000
     ref = pl.DataFrame({"amount": rng.normal(0.0, 1.0, n)})
     cur = pl.DataFrame({"amount": rng.normal(0.005, 1.0, n)})
-    settings = DriftSettings(engine="scipy", sample_size=n)  # compare every row, no sampling
+    settings = DriftConfig(engine="scipy", sample_size=n)  # compare every row, no sampling
     report = detect_drift(ref, cur, ["amount"], [], settings)
     feature = report.features[0]
     assert report.sampled is None and report.n_reference == n
@@ -110,7 +110,7 @@ def test_trivial_shift_at_a_million_rows_is_significant_but_not_drifted() -> Non
 def test_large_inputs_are_sampled_once_and_said_so() -> None:
     rng = np.random.default_rng(1)
     ref, cur = normal_frame(rng, 30_000, 2), normal_frame(rng, 12_000, 2)
-    settings = DriftSettings(engine="scipy", sample_size=10_000, seed=3)
+    settings = DriftConfig(engine="scipy", sample_size=10_000, seed=3)
     report = detect_drift(ref, cur, ref.columns, [], settings)
     assert report.sampled == (
         "sampled 10000 of 30000 reference rows and 10000 of 12000 current rows, seed 3")
@@ -128,7 +128,7 @@ def test_alibi_and_scipy_engines_agree_to_1e_6(correction: str) -> None:
     features = ["num", "flat", "ints", "city", "grade", "flag"]
     reports = {
         engine: detect_drift(ref, cur, features, ["city", "grade"],
-                             DriftSettings(engine=engine, correction=correction))
+                             DriftConfig(engine=engine, correction=correction))
         for engine in ENGINES
     }
     scipy_by, alibi_by = ({f.name: f for f in reports[e].features} for e in ENGINES)
@@ -150,7 +150,7 @@ def test_alibi_and_scipy_engines_agree_to_1e_6(correction: str) -> None:
 
 def test_scipy_engine_matches_the_direct_scipy_calls() -> None:
     ref, cur = mixed_frames()
-    report = detect_drift(ref, cur, ["num", "city"], [], DriftSettings(engine="scipy"))
+    report = detect_drift(ref, cur, ["num", "city"], [], DriftConfig(engine="scipy"))
     by_name = {f.name: f for f in report.features}
     ks = stats.ks_2samp(ref["num"].drop_nans().drop_nulls().to_numpy(),
                         cur["num"].drop_nans().drop_nulls().to_numpy(), method="asymp")
@@ -186,7 +186,7 @@ def test_fused_ks_and_wasserstein_equal_scipy() -> None:
 def test_unseen_categories_are_counted_not_fatal(engine: str) -> None:
     ref = pl.DataFrame({"c": ["a", "b", "c"] * 100})
     cur = pl.DataFrame({"c": ["a", "b", "d", "e", None] * 60})
-    report = detect_drift(ref, cur, ["c"], ["c"], DriftSettings(engine=engine))
+    report = detect_drift(ref, cur, ["c"], ["c"], DriftConfig(engine=engine))
     (feature,) = report.features
     assert feature.unseen == 120  # "d" and "e" share the unseen bucket
     assert feature.null_rate_current == pytest.approx(0.2)
@@ -202,7 +202,7 @@ def test_all_null_columns_do_not_crash(engine: str) -> None:
         "gone": pl.Series([None] * 100, dtype=pl.Float64),
         "c": pl.Series([None] * 100, dtype=pl.String),
     })
-    report = detect_drift(ref, cur, ["x", "gone", "c"], ["c"], DriftSettings(engine=engine))
+    report = detect_drift(ref, cur, ["x", "gone", "c"], ["c"], DriftConfig(engine=engine))
     assert not report.detected
     for feature in report.features:
         assert math.isnan(feature.p_value) and not feature.drifted
@@ -221,13 +221,13 @@ def test_null_rate_test_is_the_two_proportion_test() -> None:
 def test_bad_settings_and_missing_columns_raise_config_errors() -> None:
     for bad in ({"engine": "evidently"}, {"correction": "holm"}, {"p_value": 0.0},
                 {"numeric_effect": "kl"}, {"sample_size": 0}, {"psi_threshold": -1}):
-        with pytest.raises(ConfigError, match=next(iter(bad))):
-            DriftSettings(**bad)
+        with pytest.raises(ConfigError, match=f"drift.{next(iter(bad))}"):
+            parse_config({"model": "m", "target": "y", "drift": bad})
     frame = pl.DataFrame({"x": [1.0, 2.0]})
     with pytest.raises(ConfigError, match="'y'"):
-        detect_drift(frame, frame, ["x", "y"], [], DriftSettings(engine="scipy"))
+        detect_drift(frame, frame, ["x", "y"], [], DriftConfig(engine="scipy"))
     with pytest.raises(DataError):
-        detect_drift(frame, frame.clear(), ["x"], [], DriftSettings(engine="scipy"))
+        detect_drift(frame, frame.clear(), ["x"], [], DriftConfig(engine="scipy"))
 
 
 # --- corrections, effect sizes, ranking and output --------------------------------------------
@@ -257,7 +257,7 @@ def test_report_uses_the_configured_correction() -> None:
     ref, cur = mixed_frames()
     features = ["num", "flat", "city", "flag"]
     for correction, adjust in (("bonferroni", ds.bonferroni), ("fdr", ds.benjamini_hochberg)):
-        report = detect_drift(ref, cur, features, [], DriftSettings("scipy", correction=correction))
+        report = detect_drift(ref, cur, features, [], DriftConfig(engine="scipy", correction=correction))
         raw = np.array([f.p_value for f in report.features])
         np.testing.assert_allclose([f.p_corrected for f in report.features], adjust(raw))
 
@@ -281,7 +281,7 @@ def test_effect_sizes_psi_known_values() -> None:
     assert ds.numeric_psi(a, a) == 0.0
     assert ds.numeric_psi(a, np.sort(rng.normal(1.0, 1.0, 20_000))) > 0.5
     report = detect_drift(pl.DataFrame({"x": a}), pl.DataFrame({"x": a + 1.0}), ["x"], [],
-                          DriftSettings(engine="scipy", numeric_effect="psi"))
+                          DriftConfig(engine="scipy", numeric_effect="psi"))
     assert report.features[0].effect_metric == "psi" and report.features[0].drifted
     assert ds.wasserstein_normalised(0.3, 0.0) == 0.3
 
@@ -292,7 +292,7 @@ def test_drifted_features_are_ranked_by_importance() -> None:
     cur = normal_frame(rng, 4000, 5).with_columns(
         pl.col("x1") + 1.0, pl.col("x2") + 0.5, pl.col("x4") + 2.0)
     gains = {"x0": 50.0, "x1": 10.0, "x2": 30.0, "x3": 40.0, "unused": 99.0}
-    report = detect_drift(ref, cur, ref.columns, [], DriftSettings(engine="scipy"), gains)
+    report = detect_drift(ref, cur, ref.columns, [], DriftConfig(engine="scipy"), gains)
     assert report.drifted() == ["x2", "x1", "x4"]  # ranked ones first (by gain), then unranked
     assert [f.name for f in report.features] == ["x2", "x1", "x4", "x0", "x3"]
     ranks = {f.name: f.importance_rank for f in report.features}
@@ -301,7 +301,7 @@ def test_drifted_features_are_ranked_by_importance() -> None:
 
 def test_to_dict_is_json_safe() -> None:
     ref, cur = mixed_frames()
-    report = detect_drift(ref, cur, ["num", "city", "flag"], [], DriftSettings(engine="scipy"),
+    report = detect_drift(ref, cur, ["num", "city", "flag"], [], DriftConfig(engine="scipy"),
                           {"num": np.float32(2.5), "city": 1})
     text = json.dumps(report.to_dict(), allow_nan=False)
     back = json.loads(text)
@@ -318,7 +318,7 @@ def test_histogram_shares_over_the_psi_bins_and_top_categories_5() -> None:
     cats = [f"c{i:02d}" for i in range(12)]
     ref = ref.with_columns(many=pl.Series(rng.choice(cats, ref.height, p=np.linspace(12, 1, 12) / 78)))
     cur = cur.with_columns(many=pl.Series(rng.choice([*cats, "new"], cur.height)))
-    report = detect_drift(ref, cur, ["num", "flat", "city", "many"], [], DriftSettings(engine="scipy"))
+    report = detect_drift(ref, cur, ["num", "flat", "city", "many"], [], DriftConfig(engine="scipy"))
     by_name = {f.name: f for f in report.features}
 
     num = by_name["num"].histogram
@@ -347,13 +347,13 @@ def test_histogram_shares_over_the_psi_bins_and_top_categories_5() -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_prediction_and_label_drift(engine: str) -> None:
     rng = np.random.default_rng(4)
-    settings = DriftSettings(engine=engine)
+    settings = DriftConfig(engine=engine)
     ref_scores = rng.beta(2, 5, 5000)
     same = score_drift(ref_scores, rng.beta(2, 5, 5000), settings)
     moved = score_drift(ref_scores, np.append(rng.beta(4, 3, 5000), np.nan), settings)
     assert same.name == "prediction" and same.test == "ks" and not same.drifted
     assert moved.drifted and moved.null_rate_current == pytest.approx(1 / 5001)
-    uncertainty = DriftSettings(engine=engine, prediction_test="uncertainty")  # KS on the scores' entropy
+    uncertainty = DriftConfig(engine=engine, prediction_test="uncertainty")  # KS on the scores' entropy
     assert score_drift(ref_scores, rng.beta(4, 3, 5000), uncertainty).test == "uncertainty_ks"
     labels = label_drift(rng.choice([0, 1], 4000, p=[0.8, 0.2]),
                          rng.choice([0, 1, 2], 4000, p=[0.5, 0.4, 0.1]), settings)

@@ -8,8 +8,9 @@ import polars as pl
 import pytest
 from scipy import stats
 
+from keel.core.config import DriftConfig, parse_config
 from keel.core.drift import detectors as dd
-from keel.core.drift.detect import DriftSettings, detect_drift, label_drift, score_drift
+from keel.core.drift.detect import detect_drift, label_drift, score_drift
 from keel.core.errors import ConfigError
 
 ENGINES = ["scipy", "alibi"]
@@ -38,7 +39,7 @@ def test_cvm_and_fet_engines_agree_to_1e_6(correction: str) -> None:
     ref, cur = frames()
     features = ref.columns
     reports = {e: detect_drift(ref, cur, features, ["city"],
-                               DriftSettings(engine=e, correction=correction, numeric_test="cvm"))
+                               DriftConfig(engine=e, correction=correction, numeric_test="cvm"))
                for e in ENGINES}
     by = {e: {f.name: f for f in reports[e].features} for e in ENGINES}
     tests = {f.name: f.test for f in reports["scipy"].features}
@@ -59,15 +60,15 @@ def test_cvm_and_fet_engines_agree_to_1e_6(correction: str) -> None:
 
 def test_cvm_matches_scipy_and_ks_stays_the_default() -> None:
     ref, cur = frames()
-    report = detect_drift(ref, cur, ["num", "ties"], [], DriftSettings(engine="scipy", numeric_test="cvm"))
+    report = detect_drift(ref, cur, ["num", "ties"], [], DriftConfig(engine="scipy", numeric_test="cvm"))
     by = {f.name: f for f in report.features}
     for name in ("num", "ties"):
         a, b = (frame[name].drop_nans().drop_nulls().to_numpy() for frame in (ref, cur))
         direct = stats.cramervonmises_2samp(a, b)
         assert by[name].statistic == pytest.approx(direct.statistic, rel=1e-12)
         assert by[name].p_value == pytest.approx(direct.pvalue, rel=1e-9, abs=1e-15)
-    assert DriftSettings().numeric_test == "ks"
-    assert detect_drift(ref, cur, ["num"], [], DriftSettings(engine="scipy")).features[0].test == "ks"
+    assert DriftConfig().numeric_test == "ks"
+    assert detect_drift(ref, cur, ["num"], [], DriftConfig(engine="scipy")).features[0].test == "ks"
     # small samples take the exact CVM p-value on both engines
     small = [np.array([0.1, 0.5, 0.7, 1.3, 2.0]), np.array([0.9, 1.5, 2.2, 2.8, 3.1, 3.3])]
     p = {e: dd.cvm_test(np.sort(small[0]), np.sort(small[1]), e)[1] for e in ENGINES}
@@ -80,7 +81,7 @@ def test_fet_is_two_sided_and_equals_fisher_exact(engine: str) -> None:
     # a fall in the share of True must count as much as a rise (FETDrift defaults to "greater")
     ref = pl.DataFrame({"flag": [True] * 300 + [False] * 700})
     fall = pl.DataFrame({"flag": [True] * 200 + [False] * 800})
-    feature = detect_drift(ref, fall, ["flag"], [], DriftSettings(engine=engine)).features[0]
+    feature = detect_drift(ref, fall, ["flag"], [], DriftConfig(engine=engine)).features[0]
     odds, p = stats.fisher_exact([[200, 300], [800, 700]], alternative="two-sided")
     assert feature.test == "fet" and feature.kind == "categorical"
     assert feature.p_value == pytest.approx(p, rel=1e-6) and feature.statistic == pytest.approx(odds)
@@ -91,9 +92,9 @@ def test_fet_is_two_sided_and_equals_fisher_exact(engine: str) -> None:
 def test_a_binary_feature_with_an_unseen_value_falls_back_to_chi_square(engine: str) -> None:
     ref = pl.DataFrame({"c": ["x", "y"] * 200})
     cur = pl.DataFrame({"c": ["x", "y", "z", None] * 100})
-    feature = detect_drift(ref, cur, ["c"], ["c"], DriftSettings(engine=engine)).features[0]
+    feature = detect_drift(ref, cur, ["c"], ["c"], DriftConfig(engine=engine)).features[0]
     assert (feature.test, feature.unseen) == ("chi2", 100)
-    labels = label_drift(np.array([0, 1] * 300), np.array([0, 1, 1] * 200), DriftSettings(engine=engine))
+    labels = label_drift(np.array([0, 1] * 300), np.array([0, 1, 1] * 200), DriftConfig(engine=engine))
     assert labels.test == "fet" and labels.p_value < 0.01
 
 
@@ -110,7 +111,7 @@ def test_uncertainty_drift_engines_agree_to_1e_6() -> None:
     rng = np.random.default_rng(21)
     ref = rng.beta(2, 5, 4000)
     for cur in (rng.beta(2, 5, 3000), rng.beta(2.6, 4, 3000), rng.beta(5, 5, 3000)):
-        results = {e: score_drift(ref, cur, DriftSettings(engine=e, prediction_test="uncertainty")) for e in ENGINES}
+        results = {e: score_drift(ref, cur, DriftConfig(engine=e, prediction_test="uncertainty")) for e in ENGINES}
         s, a = results["scipy"], results["alibi"]
         assert s.test == a.test == "uncertainty_ks"
         assert a.p_value == pytest.approx(s.p_value, abs=1e-6)
@@ -125,14 +126,14 @@ def test_uncertainty_drift_engines_agree_to_1e_6() -> None:
 
 
 def results_for(ref: np.ndarray, cur: np.ndarray):
-    return score_drift(ref, cur, DriftSettings(engine="scipy", prediction_test="uncertainty"))
+    return score_drift(ref, cur, DriftConfig(engine="scipy", prediction_test="uncertainty"))
 
 
 def test_bad_detector_settings_raise_config_errors() -> None:
     for bad in ({"numeric_test": "anderson"}, {"prediction_test": "margin"}):
-        with pytest.raises(ConfigError, match=next(iter(bad))):
-            DriftSettings(**bad)
+        with pytest.raises(ConfigError, match=f"drift.{next(iter(bad))}"):
+            parse_config({"model": "m", "target": "y", "drift": bad})
     from keel.core.config import DriftConfig
 
-    assert DriftSettings(**DriftConfig().model_dump()) == DriftSettings()
+    assert DriftConfig(**DriftConfig().model_dump()) == DriftConfig()
     assert DriftConfig.model_fields["numeric_test"].description

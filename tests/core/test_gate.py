@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 
 import numpy as np
 import pytest
 
+from keel.core.config import GateConfig, parse_config
 from keel.core.errors import ConfigError
 from keel.core.model.evaluate import classification_metrics, compare_models
-from keel.core.model.gate import GateDecision, GatePolicy, decide
+from keel.core.model.gate import GateDecision, decide
 
 PRIMARY = re.compile(
     r"^ROC AUC 0\.\d{3} vs 0\.\d{3} in production: [+-]\d\.\d{3} "
@@ -32,7 +32,7 @@ def _world(seed: int, n: int = 2000) -> tuple[np.ndarray, np.ndarray, np.random.
 
 
 def _run(
-    policy: GatePolicy, y: np.ndarray, cand: np.ndarray, prod: np.ndarray, **kw
+    policy: GateConfig, y: np.ndarray, cand: np.ndarray, prod: np.ndarray, **kw
 ) -> GateDecision:
     cmp_ = compare_models(y, cand, prod, n_boot=200, seed=0, alpha=policy.alpha)
     return decide(policy, classification_metrics(y, cand), cmp_, **kw)
@@ -49,7 +49,7 @@ def test_gate_rejects_worse_candidate_4() -> None:
     y, logit, rng = _world(4)
     prod = _sigmoid(logit + rng.normal(0, 0.3, logit.size))
     cand = _sigmoid(logit + rng.normal(0, 3.0, logit.size))  # the same, drowned in noise
-    decision = _run(GatePolicy(), y, cand, prod)
+    decision = _run(GateConfig(), y, cand, prod)
     assert decision.outcome == "reject"
     assert PRIMARY.match(decision.reasons[0])
     assert "significantly worse" in decision.reasons[0]
@@ -57,11 +57,11 @@ def test_gate_rejects_worse_candidate_4() -> None:
 
 def test_equal_candidate_within_margin_promoted_or_reviewed() -> None:
     y, cand, prod = _near_copy()
-    auto = _run(GatePolicy(), y, cand, prod)
+    auto = _run(GateConfig(), y, cand, prod)
     assert auto.outcome == "promote", auto.reasons
     assert PRIMARY.match(auto.reasons[0]) and "not worse than the 0.010 margin" in auto.reasons[0]
     assert auto.reasons[1].startswith("Churn ")
-    manual = _run(GatePolicy(auto_promote=False), y, cand, prod)
+    manual = _run(GateConfig(auto_promote=False), y, cand, prod)
     assert manual.outcome == "review"
     assert any("Automatic promotion is off" in r for r in manual.reasons)
 
@@ -73,7 +73,7 @@ def test_ambiguous_candidate_goes_to_review() -> None:
     cmp_ = compare_models(y, cand, prod, n_boot=100)
     auc = cmp_.metrics["roc_auc"]
     assert auc.ci_low < -0.01 and auc.ci_high > 0  # the premise of this test
-    decision = decide(GatePolicy(), classification_metrics(y, cand), cmp_)
+    decision = decide(GateConfig(), classification_metrics(y, cand), cmp_)
     assert decision.outcome == "review" and "inconclusive" in decision.reasons[0]
 
 
@@ -81,14 +81,14 @@ def test_first_model_judged_on_minimums() -> None:
     y, logit, rng = _world(3)
     good = classification_metrics(y, _sigmoid(logit + rng.normal(0, 0.3, logit.size)))
     bad = classification_metrics(y, rng.random(logit.size))
-    assert decide(GatePolicy(), good, None).outcome == "promote"
-    assert decide(GatePolicy(auto_promote=False), good, None).outcome == "review"
-    rejected = decide(GatePolicy(), bad, None)
+    assert decide(GateConfig(), good, None).outcome == "promote"
+    assert decide(GateConfig(auto_promote=False), good, None).outcome == "review"
+    rejected = decide(GateConfig(), bad, None)
     assert rejected.outcome == "reject"
     assert any(
         re.search(r"ROC AUC 0\.\d{3,} misses the floor of 0\.600", r) for r in rejected.reasons
     )
-    close = decide(GatePolicy(), {"roc_auc": 0.59996}, None)
+    close = decide(GateConfig(), {"roc_auc": 0.59996}, None)
     assert close.outcome == "reject"
     shown = re.search(r"ROC AUC (\S+) misses the floor of (\S+)", " ".join(close.reasons))
     assert shown and shown[1] != shown[2]  # rounding must not make a miss look like a tie
@@ -98,7 +98,7 @@ def test_lower_is_better_primary_metric_sentence() -> None:
     y, logit, rng = _world(8)
     prod = _sigmoid(0.3 * logit + rng.normal(0, 0.3, logit.size))  # under-confident
     cand = _sigmoid(logit + rng.normal(0, 0.3, logit.size))
-    policy = GatePolicy(metric="log_loss", minimums={})
+    policy = GateConfig(metric="log_loss", minimums={})
     decision = _run(policy, y, cand, prod)
     assert decision.outcome == "promote", decision.reasons
     assert re.match(
@@ -110,14 +110,14 @@ def test_lower_is_better_primary_metric_sentence() -> None:
 
 def test_minimums_reject_even_when_non_inferior() -> None:
     y, cand, prod = _near_copy()
-    ceiling = GatePolicy(minimums={"roc_auc": 0.6, "log_loss": 0.05})  # a ceiling for log loss
+    ceiling = GateConfig(minimums={"roc_auc": 0.6, "log_loss": 0.05})  # a ceiling for log loss
     decision = _run(ceiling, y, cand, prod)
     assert decision.outcome == "reject"
     assert any("Log loss" in r and "misses the ceiling of 0.050" in r for r in decision.reasons)
 
 
 def test_gate_false_rejection_rate_on_equal_models_within_alpha() -> None:
-    policies = [GatePolicy(guard_metrics=()), GatePolicy(guard_metrics=(), margin=0.0)]
+    policies = [GateConfig(guard_metrics=()), GateConfig(guard_metrics=(), margin=0.0)]
     rejected = np.zeros(len(policies))
     seeds = 200
     for seed in range(seeds):
@@ -136,9 +136,9 @@ def test_churn_guardrail_triggers_review() -> None:
     y, cand, prod = _near_copy()
     cmp_ = compare_models(y, cand, prod, n_boot=200)
     assert 0 < cmp_.churn < 0.05
-    below = decide(GatePolicy(max_churn=0.5), cmp_.candidate_metrics, cmp_)
+    below = decide(GateConfig(max_churn=0.5), cmp_.candidate_metrics, cmp_)
     assert below.outcome == "promote" and "within the 50.0% limit" in below.reasons[1]
-    above = decide(GatePolicy(max_churn=cmp_.churn / 2), cmp_.candidate_metrics, cmp_)
+    above = decide(GateConfig(max_churn=cmp_.churn / 2), cmp_.candidate_metrics, cmp_)
     assert above.outcome == "review"
     assert re.match(
         r"Churn \d\.\d%: \d+ of 2,000 predictions change class, above", above.reasons[1]
@@ -149,10 +149,10 @@ def test_review_on_drift() -> None:
     y, cand, prod = _near_copy()
     cmp_ = compare_models(y, cand, prod, n_boot=200)
     metrics = cmp_.candidate_metrics
-    assert decide(GatePolicy(review_on_drift=True), metrics, cmp_).outcome == "promote"
-    flagged = decide(GatePolicy(review_on_drift=True), metrics, cmp_, drift_detected=True)
+    assert decide(GateConfig(review_on_drift=True), metrics, cmp_).outcome == "promote"
+    flagged = decide(GateConfig(review_on_drift=True), metrics, cmp_, drift_detected=True)
     assert flagged.outcome == "review" and any("Drift" in r for r in flagged.reasons)
-    noted = decide(GatePolicy(), metrics, cmp_, drift_detected=True)
+    noted = decide(GateConfig(), metrics, cmp_, drift_detected=True)
     assert noted.outcome == "promote" and any("Drift" in r for r in noted.reasons)
 
 
@@ -160,12 +160,12 @@ def test_guard_metric_worse_triggers_review() -> None:
     y, logit, rng = _world(6)
     prod = _sigmoid(logit + rng.normal(0, 0.3, logit.size))
     cand = prod**4  # same ranking (same AUC), badly calibrated: accuracy at 0.5 collapses
-    decision = _run(GatePolicy(), y, cand, prod)
+    decision = _run(GateConfig(), y, cand, prod)
     assert decision.outcome == "review"
     assert any(
         r.startswith("Guard Accuracy") and "significantly worse" in r for r in decision.reasons
     )
-    assert _run(GatePolicy(guard_metrics=()), y, cand, prod).outcome == "promote"
+    assert _run(GateConfig(guard_metrics=()), y, cand, prod).outcome == "promote"
 
 
 def test_single_class_holdout_goes_to_review() -> None:
@@ -173,53 +173,51 @@ def test_single_class_holdout_goes_to_review() -> None:
     rng = np.random.default_rng(0)
     cand, prod = rng.random(50), rng.random(50)
     cmp_ = compare_models(y, cand, prod, n_boot=50)
-    decision = decide(GatePolicy(minimums={}), cmp_.candidate_metrics, cmp_)
+    decision = decide(GateConfig(minimums={}), cmp_.candidate_metrics, cmp_)
     assert decision.outcome == "review" and "cannot be compared" in decision.reasons[0]
 
 
 def test_policy_hash_stable_and_sensitive() -> None:
-    base = GatePolicy()
-    assert base.policy_hash() == GatePolicy().policy_hash()
+    base = GateConfig()
+    assert base.policy_hash() == GateConfig().policy_hash()
     assert len(base.policy_hash()) == 16
-    two = GatePolicy(minimums={"roc_auc": 0.6, "accuracy": 0.7})
-    assert two.policy_hash() == GatePolicy(minimums={"accuracy": 0.7, "roc_auc": 0.6}).policy_hash()
+    two = GateConfig(minimums={"roc_auc": 0.6, "accuracy": 0.7})
+    assert two.policy_hash() == GateConfig(minimums={"accuracy": 0.7, "roc_auc": 0.6}).policy_hash()
     changes = {
         "metric": "accuracy",
         "margin": 0.02,
         "alpha": 0.1,
         "auto_promote": False,
         "max_churn": 0.1,
-        "guard_metrics": ("f1",),
+        "guard_metrics": ["f1"],
         "minimums": {"roc_auc": 0.7},
         "review_on_drift": True,
     }
-    hashes = {dataclasses.replace(base, **{k: v}).policy_hash() for k, v in changes.items()}
+    hashes = {base.model_copy(update={k: v}).policy_hash() for k, v in changes.items()}
     assert len(hashes) == len(changes) and base.policy_hash() not in hashes
 
 
 def test_policy_validation_and_wiring_errors() -> None:
-    with pytest.raises(ConfigError, match="gate.metric"):
-        GatePolicy(metric="auc")
-    with pytest.raises(ConfigError, match="gate.minimums"):
-        GatePolicy(minimums={"gini": 0.2})
-    with pytest.raises(ConfigError, match="gate.margin"):
-        GatePolicy(margin=-0.1)
+    for bad, key in (({"metric": "auc"}, "gate.metric"), ({"minimums": {"gini": 0.2}}, "gate.minimums"),
+                     ({"margin": -0.1}, "gate.margin"), ({"guard_metrics": ["gini"]}, "gate.guard_metrics")):
+        with pytest.raises(ConfigError, match=key):
+            parse_config({"model": "m", "target": "y", "gate": bad})
     y, cand, prod = _near_copy()
     cmp_ = compare_models(y, cand, prod, metrics=("roc_auc",), n_boot=0)
     with pytest.raises(ConfigError, match="alpha"):
-        decide(GatePolicy(alpha=0.1), cmp_.candidate_metrics, cmp_)
+        decide(GateConfig(alpha=0.1), cmp_.candidate_metrics, cmp_)
     with pytest.raises(ConfigError, match="guard_metrics"):
-        decide(GatePolicy(), cmp_.candidate_metrics, cmp_)
+        decide(GateConfig(), cmp_.candidate_metrics, cmp_)
 
 
 def test_decisions_are_json_safe() -> None:
     y, cand, prod = _near_copy()
-    decision = _run(GatePolicy(max_churn=0.2), y, cand, prod, drift_detected=True)
+    decision = _run(GateConfig(max_churn=0.2), y, cand, prod, drift_detected=True)
     data = json.loads(json.dumps(decision.to_dict(), allow_nan=False))
     assert (
         data["outcome"] == decision.outcome
-        and data["policy_hash"] == GatePolicy(max_churn=0.2).policy_hash()
+        and data["policy_hash"] == GateConfig(max_churn=0.2).policy_hash()
     )
     assert all(isinstance(r, str) for r in data["reasons"])
-    json.dumps(decide(GatePolicy(), classification_metrics(y, cand), None).to_dict())
-    json.dumps(GatePolicy().to_dict())
+    json.dumps(decide(GateConfig(), classification_metrics(y, cand), None).to_dict())
+    json.dumps(GateConfig().model_dump(mode="json"))
