@@ -295,8 +295,8 @@ def bare_worker(args: argparse.Namespace) -> None:
         if production is not None:
             contract = Contract.from_dict({**production["contract"], "ranges": dict(cfg.contract.ranges)})
         else:
-            contract = learn_contract(cfg, frame, feature_spec(cfg, frame))
-        checked = validate(frame, contract, cfg)
+            contract = learn_contract(frame, feature_spec(cfg, frame), cfg.contract.ranges)
+        checked = validate(frame, contract, cfg.contract)
         bad = checked.bad_indices
         keep = np.ones(frame.height, dtype=bool)
         keep[bad] = False
@@ -332,7 +332,7 @@ def bare_worker(args: argparse.Namespace) -> None:
             spec = feature_spec(cfg, train)
             t = phase("training sets", t)
             candidate = fit(train, spec)
-            candidate.update(train=train, holdout=holdout, contract=learn_contract(cfg, train, spec).to_dict())
+            candidate.update(train=train, holdout=holdout, contract=learn_contract(train, spec, cfg.contract.ranges).to_dict())
             out["model_sha"] = candidate["sha256"]
             t = phase("train (lightgbm)", t)
             y = label_array(holdout, spec).astype(int)

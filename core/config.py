@@ -119,8 +119,7 @@ def _known_metric(name: str) -> str:
 
 
 class GateConfig(_Section):
-    """[gate]: the promotion policy. `minimums` are floors for higher-is-better metrics and ceilings for
-    log_loss and brier."""
+    """[gate]: the promotion policy (minimums: floors, or ceilings for log_loss and brier)."""
 
     metric: str = "roc_auc"
     margin: float = Field(0.01, ge=0.0)

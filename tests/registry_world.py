@@ -31,8 +31,10 @@ def make_batch(root: Path, n: int = 600, seed: int = 0, name: str = "batch.parqu
 def build(root: Path, versions: int = 4, approvers: list[str] | None = None, required: int = 1,
           extra: str = "") -> Path:
     """Write keel.toml, ingest one batch and register ``versions`` trained model versions; returns the config."""
+    from keel.core.data.features import Columns
     from keel.core.model.evaluate import classification_metrics
-    from keel.core.model.train import code_hash, model_params, params_hash
+    from keel.core.model.train import model_params
+    from keel.core.pipeline import run as book
     from keel.core.pipeline import stages as pipeline
     from keel.core.store import records
     from keel.core.workspace import Workspace
@@ -45,17 +47,10 @@ def build(root: Path, versions: int = 4, approvers: list[str] | None = None, req
         run_id = records.start_run(ws, str(root / "batch.parquet"), None)
         records.update_run(ws, run_id, batch_id=batch["id"])
         params = model_params({"min_data_in_leaf": 10}, seed)
-        model = pipeline.train(ws, sets["train"], params, 5)
-        _, dest = ws.artifacts.put_bytes(model["text"].encode(), ".txt")
-        evaluation = pipeline.evaluate(ws, sets["holdout"], model, None)
-        mv = records.register_model(ws, {
-            "model_name": "churn", "train_dataset_id": sets["train"], "holdout_dataset_id": sets["holdout"],
-            "params_hash": params_hash(params, 5), "code_hash": code_hash(), "params": params,
-            "features": model["features"], "categorical": model["categorical"], "categories": model["categories"],
-            "num_boost_round": 5, "importance": model["importance"], "positive": model["spec"]["positive"],
-            "artifact_sha256": model["sha256"], "artifact_uri": str(dest), "run_id": run_id,
-            "train_metrics": evaluation["candidate"], "contract": model["contract"], "spec": model["spec"],
-        })
+        columns = Columns.of(ws.cfg)
+        model = pipeline.train(ws, sets["train"], columns, params, 5)
+        evaluation = pipeline.evaluate(ws, sets["holdout"], model, None, 0.5, 0.05, 50)
+        mv = book.register_candidate(ws, run_id, sets, model, params, 5, columns.to_dict(), evaluation, None)
         records.record_metrics(ws, mv.id or 0, sets["holdout"], "holdout",
                                classification_metrics(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.4])), run_id)
         records.finish_run(ws, run_id, "completed", decision="review", model_version_id=mv.id)

@@ -47,9 +47,15 @@ class Artifacts:
             os.replace(tmp, dest)
         return sha, dest
 
-    def read_verified(self, uri: str | Path, sha: str) -> bytes:
-        """The artifact's bytes, after checking they still hash to ``sha``."""
+    @staticmethod
+    def key(uri: str | Path) -> str:
+        """An artifact's name inside any artifact store ("ab/abcd....txt"): where it is, without the store's root."""
         path = Path(uri)
+        return f"{path.parent.name}/{path.name}"
+
+    def read_verified(self, uri: str | Path, sha: str) -> bytes:
+        """The artifact's bytes, after checking they still hash to ``sha``; `uri` is a path or a key."""
+        path = Path(uri) if Path(uri).is_absolute() else self.root / uri
         if not path.exists():
             raise IntegrityError(f"artifact {sha[:12]} is missing at {path}")
         data = path.read_bytes()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from keel.core.config import ProjectConfig
+from keel.core.config import ContractConfig
 from keel.core.data.features import FeatureSpec, label_strings
 
 # --- the data contract -------------------------------------------------------------------------
@@ -45,11 +46,13 @@ def _kind(dtype: pl.DataType) -> str:
     return "string"
 
 
-def learn_contract(cfg: ProjectConfig, frame: pl.DataFrame, spec: FeatureSpec) -> Contract:
+def learn_contract(frame: pl.DataFrame, spec: FeatureSpec, ranges: Mapping[str, list[float]] | None = None) -> Contract:
+    """The contract of a model's training data: its columns and kinds, label values and null shares, with the
+    declared `ranges` of keel.toml's [contract]."""
     cols = [c for c in (*spec.features, spec.target) if c in frame.columns]
     labels = label_strings(frame[spec.target])
     nulls = {c: frame[c].null_count() / frame.height for c in spec.features} if frame.height else {}
-    return Contract({c: _kind(frame.schema[c]) for c in cols}, spec.target, labels, dict(cfg.contract.ranges),
+    return Contract({c: _kind(frame.schema[c]) for c in cols}, spec.target, labels, dict(ranges or {}),
                     spec.id, nulls)
 
 
@@ -81,8 +84,11 @@ def _compatible(expected: str, actual: str) -> bool:
     return expected == actual or "null" in (expected, actual) or (expected == "string" and actual in ("numeric", "boolean"))
 
 
-def validate(frame: pl.DataFrame, contract: Contract, cfg: ProjectConfig) -> Validation:
-    """Check a batch against the contract; row problems are listed, structural ones reject the batch."""
+def validate(frame: pl.DataFrame, contract: Contract, rules: ContractConfig) -> Validation:
+    """Check a batch against the contract; row problems are listed, structural ones reject the batch.
+
+    `rules` are keel.toml's [contract] limits (max_bad_share, max_null_increase); the declared ranges
+    travel in the contract."""
     rows = frame.height
     for col, kind in contract.columns.items():
         if col == contract.target and col not in frame.columns:
@@ -92,7 +98,7 @@ def validate(frame: pl.DataFrame, contract: Contract, cfg: ProjectConfig) -> Val
         actual = _kind(frame.schema[col])
         if not _compatible(kind, actual):
             return Validation(rows, [], f"column '{col}' is {actual}, the contract says {kind}")
-    rise = cfg.contract.max_null_increase
+    rise = rules.max_null_increase
     for col in contract.columns:
         if col in frame.columns and col != contract.target:
             share, usual = frame[col].null_count() / rows, contract.null_shares.get(col, 0.0)
@@ -120,10 +126,10 @@ def validate(frame: pl.DataFrame, contract: Contract, cfg: ProjectConfig) -> Val
             idx = np.flatnonzero(flags[f"c{i}"].to_numpy())
             bad.extend((int(j), reason) for j in idx)
     result = Validation(rows, bad)
-    if bad and result.bad_share > cfg.contract.max_bad_share:
+    if bad and result.bad_share > rules.max_bad_share:
         top = bad[0][1]
         result.batch_reason = (
             f"{len(result.bad_indices)} of {rows} rows ({result.bad_share:.1%}) break the data contract, "
-            f"over the {cfg.contract.max_bad_share:.0%} limit (first: {top})"
+            f"over the {rules.max_bad_share:.0%} limit (first: {top})"
         )
     return result

@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
 
-from keel.core.config import ProjectConfig
 from keel.core.errors import ConfigError, DataError
 
 POSITIVE_TOKENS = {"1", "true", "t", "yes", "y", "positive", "pos"}
 NEGATIVE_TOKENS = {"0", "false", "f", "no", "n", "negative", "neg"}
+
+
+class ColumnRoles(Protocol):
+    """The keys of keel.toml that say what the columns are (a ProjectConfig or a Columns)."""
+
+    @property
+    def target(self) -> str: ...
+    @property
+    def positive(self) -> str | int | bool | None: ...
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def timestamp(self) -> str | None: ...
+    @property
+    def categorical(self) -> list[str] | None: ...
+    @property
+    def exclude(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Columns:
+    """What keel.toml says the columns are: everything a FeatureSpec is learned from, and nothing else."""
+
+    target: str
+    positive: str | int | bool | None = None
+    id: str | None = None
+    timestamp: str | None = None
+    categorical: list[str] | None = None
+    exclude: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, roles: ColumnRoles) -> Columns:
+        return cls(roles.target, roles.positive, roles.id, roles.timestamp,
+                   None if roles.categorical is None else list(roles.categorical), list(roles.exclude))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -34,7 +70,7 @@ def label_strings(series: pl.Series) -> list[str]:
     return sorted(str(v) for v in series.drop_nulls().unique().to_list())
 
 
-def infer_positive(cfg: ProjectConfig, labels: pl.Series) -> str:
+def infer_positive(cfg: ColumnRoles, labels: pl.Series) -> str:
     """The positive class as a string: declared in keel.toml or inferred when unambiguous."""
     values = label_strings(labels)
     if len(values) > 2:
@@ -53,7 +89,7 @@ def infer_positive(cfg: ProjectConfig, labels: pl.Series) -> str:
     raise ConfigError(f"target '{cfg.target}' has values {shown}: set 'positive' in keel.toml to the positive one")
 
 
-def feature_spec(cfg: ProjectConfig, frame: pl.DataFrame) -> FeatureSpec:
+def feature_spec(cfg: ColumnRoles, frame: pl.DataFrame) -> FeatureSpec:
     """Features = every column but the target, id, timestamp and the excluded ones."""
     if cfg.target not in frame.columns:
         raise DataError(f"target column '{cfg.target}' is not in the batch (columns: {', '.join(frame.columns[:12])})")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 def model_params(overrides: dict[str, Any], seed: int) -> dict[str, Any]:
     return {**DEFAULT_PARAMS, **overrides, "seed": seed}
-
-
-def params_hash(params: dict[str, Any], num_boost_round: int) -> str:
-    blob = json.dumps({"params": params, "rounds": num_boost_round}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def code_hash() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,11 @@ import numpy as np
 import polars as pl
 from sqlmodel import col, select
 
+from keel.core.config import ContractConfig, DriftConfig, GateConfig
+from keel.core.data.artifacts import Artifacts
 from keel.core.data.batches import batch_format, frame_bytes, read_batch, sha256_file, time_span
 from keel.core.data.contract import Contract, learn_contract, validate
-from keel.core.data.features import FeatureSpec, feature_spec, label_array
+from keel.core.data.features import ColumnRoles, FeatureSpec, feature_spec, label_array
 from keel.core.errors import DataError
 from keel.core.memo import Memo
 from keel.core.store import records
@@ -85,11 +88,22 @@ def without_rows(frame: pl.DataFrame, bad: list[int]) -> pl.DataFrame:
 
 
 def model_ref(mv: ModelVersion) -> dict[str, Any]:
-    """What tasks need to use a model version: JSON-safe, its identity is the artifact hash."""
-    return {"id": mv.id, "version": mv.version, "sha256": mv.artifact_sha256, "uri": mv.artifact_uri,
+    """What tasks need to use a model version: JSON-safe, its identity is the artifact hash, and nothing in it
+    says where the store is (the artifact by its key inside the artifact store), so it keys caches anywhere."""
+    return {"id": mv.id, "version": mv.version, "sha256": mv.artifact_sha256, "uri": Artifacts.key(mv.artifact_uri),
             "spec": mv.spec, "categories": mv.categories, "importance": mv.importance, "contract": mv.contract,
             "train_dataset_id": mv.train_dataset_id, "holdout_dataset_id": mv.holdout_dataset_id,
             "train_metrics": mv.train_metrics}
+
+
+def scorer(ref: dict[str, Any]) -> dict[str, Any]:
+    """The part of a model reference that scoring reads: the artifact, the feature spec and the categories."""
+    return {k: ref[k] for k in ("sha256", "uri", "spec", "categories")}
+
+
+def drift_ref(ref: dict[str, Any]) -> dict[str, Any]:
+    """The part of a model reference that drift reads: the scorer, feature importance and the holdout."""
+    return {**scorer(ref), "importance": ref["importance"], "holdout_dataset_id": ref.get("holdout_dataset_id")}
 
 
 def version_ref(ws: Workspace, version_id: int | None) -> dict[str, Any] | None:
@@ -110,18 +124,21 @@ def spec_of(ref: dict[str, Any]) -> FeatureSpec:
     return FeatureSpec(**ref["spec"])
 
 
-def contract_for(ws: Workspace, frame: pl.DataFrame, production: dict[str, Any] | None) -> dict[str, Any]:
-    """The production model's contract, or one learned from this first batch."""
+def contract_for(frame: pl.DataFrame, production: dict[str, Any] | None, columns: ColumnRoles,
+                 ranges: Mapping[str, list[float]]) -> dict[str, Any]:
+    """The production model's contract, or one learned from this first batch; the declared ranges always
+    follow keel.toml."""
     if production and production.get("contract"):
         contract = Contract.from_dict(production["contract"])
-        contract.ranges = dict(ws.cfg.contract.ranges)  # declared ranges always follow keel.toml
+        contract.ranges = dict(ranges)
         return contract.to_dict()
-    return learn_contract(ws.cfg, frame, feature_spec(ws.cfg, frame)).to_dict()
+    return learn_contract(frame, feature_spec(columns, frame), ranges).to_dict()
 
 
-def validate_batch(ws: Workspace, dataset_id: str, contract: dict[str, Any]) -> dict[str, Any]:
+def validate_batch(ws: Workspace, dataset_id: str, contract: dict[str, Any], rules: ContractConfig) -> dict[str, Any]:
+    """The batch against the contract under keel.toml's [contract] limits: bad rows, or a reason to reject it."""
     frame = load_dataset(ws, dataset_id)
-    result = validate(frame, Contract.from_dict(contract), ws.cfg)
+    result = validate(frame, Contract.from_dict(contract), rules)
     return {**result.to_dict(), "bad": result.bad}
 
 
@@ -141,12 +158,12 @@ def score(ws: Workspace, dataset_id: str, production: dict[str, Any], bad: list[
 
 
 def drift(ws: Workspace, reference_id: str, dataset_id: str, production: dict[str, Any], bad: list[int],
-          ref_scores: np.ndarray | None = None, cur_scores: np.ndarray | None = None) -> dict[str, Any]:
-    """Input drift per feature against the reference, plus prediction and label drift."""
-    from keel.core.drift.detect import DriftSettings, detect_drift, label_drift, score_drift
+          settings: DriftConfig, ref_scores: np.ndarray | None = None,
+          cur_scores: np.ndarray | None = None) -> dict[str, Any]:
+    """Input drift per feature against the reference, plus prediction and label drift, under [drift]."""
+    from keel.core.drift.detect import detect_drift, label_drift, score_drift
 
     spec = spec_of(production)
-    settings = DriftSettings(**ws.cfg.drift.model_dump())
     reference = load_dataset(ws, reference_id)
     current = without_rows(load_dataset(ws, dataset_id), bad)
     report = detect_drift(reference, current, spec.features, spec.categorical, settings, production["importance"])
@@ -160,8 +177,8 @@ def drift(ws: Workspace, reference_id: str, dataset_id: str, production: dict[st
 
 
 def monitor(ws: Workspace, dataset_id: str, production: dict[str, Any], scores: np.ndarray,
-            bad: list[int]) -> dict[str, Any] | None:
-    """Production metrics on a labelled batch, and the confusion-matrix drift test."""
+            bad: list[int], threshold: float) -> dict[str, Any] | None:
+    """Production metrics on a labelled batch at the [monitor] threshold, and the confusion-matrix drift test."""
     from keel.core.model.evaluate import classification_metrics, confusion_drift
 
     frame = without_rows(load_dataset(ws, dataset_id), bad)
@@ -172,7 +189,7 @@ def monitor(ws: Workspace, dataset_id: str, production: dict[str, Any], scores: 
     mask = ~np.isnan(y)
     if mask.sum() == 0:
         return None
-    metrics = classification_metrics(y[mask].astype(int), scores[mask], ws.cfg.monitor.threshold)
+    metrics = classification_metrics(y[mask].astype(int), scores[mask], threshold)
     baseline = (production.get("train_metrics") or {}).get("confusion")
     if baseline:
         metrics["confusion_drift"] = confusion_drift(baseline, metrics["confusion"])
@@ -255,18 +272,21 @@ def make_training_sets(ws: Workspace, window: list[str]) -> dict[str, Any]:
     return out
 
 
-def train(ws: Workspace, train_id: str, params: dict[str, Any], rounds: int) -> dict[str, Any]:
+def train(ws: Workspace, train_id: str, columns: ColumnRoles, params: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """A LightGBM candidate on the training set, with the feature spec and the contract of its data."""
     from keel.core.model.train import train_model
 
     frame = load_dataset(ws, train_id)
-    spec = feature_spec(ws.cfg, frame)
+    spec = feature_spec(columns, frame)
     model = train_model(frame, spec, params, rounds)
-    contract = learn_contract(ws.cfg, frame, spec).to_dict()
+    contract = learn_contract(frame, spec).to_dict()  # the declared ranges are applied per batch
     return {**asdict(model), "spec": spec.to_dict(), "contract": contract}
 
 
-def evaluate(ws: Workspace, holdout_id: str, candidate: dict[str, Any], production: dict[str, Any] | None) -> dict[str, Any]:
-    """Candidate (and production) on the same holdout: metrics and the paired comparison."""
+def evaluate(ws: Workspace, holdout_id: str, candidate: dict[str, Any], production: dict[str, Any] | None,
+             threshold: float, alpha: float, n_boot: int) -> dict[str, Any]:
+    """Candidate (and production) on the same holdout: metrics at the [monitor] threshold and the paired
+    comparison at the [gate] alpha with n_boot bootstrap resamples."""
     from keel.core.model.evaluate import classification_metrics, compare_models
     from keel.core.model.train import load_booster, predict
 
@@ -274,25 +294,21 @@ def evaluate(ws: Workspace, holdout_id: str, candidate: dict[str, Any], producti
     spec = FeatureSpec(**candidate["spec"])
     y = label_array(frame, spec).astype(int)
     cand_p = predict(load_booster(candidate["text"]), frame, spec, candidate["categories"])
-    threshold = ws.cfg.monitor.threshold
     out: dict[str, Any] = {"candidate": classification_metrics(y, cand_p, threshold)}
     if production is not None:
         prod_p = predict(load_model(ws, production), frame, spec_of(production), production["categories"])
         out["production"] = classification_metrics(y, prod_p, threshold)
-        comparison = compare_models(y, cand_p, prod_p, alpha=ws.cfg.gate.alpha, n_boot=ws.cfg.gate.n_boot,
+        comparison = compare_models(y, cand_p, prod_p, alpha=alpha, n_boot=n_boot,
                                     threshold=threshold)
         out["comparison"] = comparison.to_dict()
     return out
 
 
-def gate(ws: Workspace, evaluation: dict[str, Any], drift_detected: bool) -> dict[str, Any]:
+def gate(evaluation: dict[str, Any], drift_detected: bool, policy: GateConfig) -> dict[str, Any]:
+    """The [gate] policy's decision on the evaluated candidate: promote, reject or review, with its reasons."""
     from keel.core.model.evaluate import Comparison, MetricComparison
-    from keel.core.model.gate import GatePolicy, decide
+    from keel.core.model.gate import decide
 
-    g = ws.cfg.gate
-    policy = GatePolicy(metric=g.metric, margin=g.margin, alpha=g.alpha, auto_promote=g.auto_promote,
-                        max_churn=g.max_churn, guard_metrics=tuple(g.guard_metrics), minimums=dict(g.minimums),
-                        review_on_drift=g.review_on_drift)
     comparison = None
     if "comparison" in evaluation:
         data = evaluation["comparison"]

@@ -73,25 +73,25 @@ def _contract_cfg(**contract):
 def test_contract_flags_rows_with_reasons_and_rejects_over_threshold_2():
     cfg = _contract_cfg(ranges={"x": [0, 10]}, max_bad_share=0.2)
     ref = pl.DataFrame({"i": [1, 2, 3], "x": [1.0, 2.0, 3.0], "y": ["Yes", "No", "Yes"]})
-    contract = learn_contract(cfg, ref, feature_spec(cfg, ref))
+    contract = learn_contract(ref, feature_spec(cfg, ref), cfg.contract.ranges)
     batch = pl.DataFrame({"i": list(range(10)), "x": [1.0] * 9 + [50.0], "y": ["Yes"] * 8 + ["Maybe", None]})
-    result = validate(batch, contract, cfg)
+    result = validate(batch, contract, cfg.contract)
     assert result.batch_reason is None
     assert sorted(result.bad) == [(8, "label y not in ['No', 'Yes']"), (9, "x outside [0, 10]")]
     worse = batch.with_columns(pl.Series("x", [50.0] * 5 + [1.0] * 5))
-    assert "break the data contract" in validate(worse, contract, cfg).batch_reason
+    assert "break the data contract" in validate(worse, contract, cfg.contract).batch_reason
 
 
 def test_contract_rejects_missing_columns_wrong_types_and_null_floods_2():
     cfg = _contract_cfg()
     ref = pl.DataFrame({"i": [1, 2], "x": [1.0, 2.0], "c": ["a", "b"], "y": [1, 0]})
-    contract = learn_contract(cfg, ref, feature_spec(cfg, ref))
-    assert "missing" in validate(ref.drop("x"), contract, cfg).batch_reason
-    assert "contract says numeric" in validate(ref.with_columns(pl.lit("z").alias("x")), contract, cfg).batch_reason
+    contract = learn_contract(ref, feature_spec(cfg, ref), cfg.contract.ranges)
+    assert "missing" in validate(ref.drop("x"), contract, cfg.contract).batch_reason
+    assert "contract says numeric" in validate(ref.with_columns(pl.lit("z").alias("x")), contract, cfg.contract).batch_reason
     nulls = ref.with_columns(pl.lit(None, dtype=pl.Float64).alias("x"))
-    assert "null" in validate(nulls, contract, cfg).batch_reason
+    assert "null" in validate(nulls, contract, cfg.contract).batch_reason
     dupes = pl.DataFrame({"i": [1, 1], "x": [1.0, 2.0], "c": ["a", "b"], "y": [1, 0]})
-    assert any("duplicated" in r for _, r in validate(dupes, contract, cfg).bad)
+    assert any("duplicated" in r for _, r in validate(dupes, contract, cfg.contract).bad)
 
 
 def test_artifacts_are_content_addressed_and_verified_2(tmp_path):

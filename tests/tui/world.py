@@ -64,8 +64,10 @@ class Clock:
 
 def build(root: Path, approvers: list[str], monkeypatch: Any) -> Path:
     """Write keel.toml and fill the store under $KEEL_HOME; returns the config path."""
-    from keel.core.model.train import code_hash, model_params, params_hash
+    from keel.core.data.features import Columns
+    from keel.core.model.train import model_params
     from keel.core.monitoring import hooks as monitoring
+    from keel.core.pipeline import run as book
     from keel.core.pipeline import stages as pipeline
     from keel.core.registry import audit
     from keel.core.registry import transactions as registry
@@ -91,18 +93,11 @@ def build(root: Path, approvers: list[str], monkeypatch: Any) -> Path:
     def train(run_id: str, seed: int) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         sets = pipeline.make_training_sets(ws, window)
         params = model_params({"min_data_in_leaf": 10}, seed)
-        model = pipeline.train(ws, sets["train"], params, 20)
-        _, dest = ws.artifacts.put_bytes(model["text"].encode(), ".txt")
-        evaluation = pipeline.evaluate(ws, sets["holdout"], model, production)
-        mv = records.register_model(ws, {
-            "model_name": MODEL, "train_dataset_id": sets["train"], "holdout_dataset_id": sets["holdout"],
-            "params_hash": params_hash(params, 20), "code_hash": code_hash(), "params": params,
-            "features": model["features"], "categorical": model["categorical"], "categories": model["categories"],
-            "num_boost_round": 20, "importance": model["importance"], "positive": model["spec"]["positive"],
-            "artifact_sha256": model["sha256"], "artifact_uri": str(dest), "run_id": run_id,
-            "train_metrics": evaluation["candidate"], "contract": model["contract"], "spec": model["spec"],
-        })
-        records.record_metrics(ws, mv.id or 0, sets["holdout"], "holdout", evaluation["candidate"], run_id)
+        columns = Columns.of(ws.cfg)
+        model = pipeline.train(ws, sets["train"], columns, params, 20)
+        evaluation = pipeline.evaluate(ws, sets["holdout"], model, production, ws.cfg.monitor.threshold,
+                                       ws.cfg.gate.alpha, ws.cfg.gate.n_boot)
+        mv = book.register_candidate(ws, run_id, sets, model, params, 20, columns.to_dict(), evaluation, production)
         train_ids[mv.version] = sets["train"]
         stage(run_id, "train", 812.0, detail={"sha256": model["sha256"]})
         stage(run_id, "evaluate", 240.0)
@@ -117,8 +112,8 @@ def build(root: Path, approvers: list[str], monkeypatch: Any) -> Path:
         stage(run_id, "ingest", 35.5, detail={"dataset_id": ds["id"], "rows": ds["rows"]})
         records.update_run(ws, run_id, batch_id=ds["id"], production_before=production and production["id"])
         frame = pipeline.load_dataset(ws, ds["id"])
-        contract = pipeline.contract_for(ws, frame, production)
-        checked = pipeline.validate_batch(ws, ds["id"], contract)
+        contract = pipeline.contract_for(frame, production, ws.cfg, ws.cfg.contract.ranges)
+        checked = pipeline.validate_batch(ws, ds["id"], contract, ws.cfg.contract)
         stage(run_id, "validate", 48.0, detail={k: v for k, v in checked.items() if k != "bad"})
         records.record_quarantine(ws, ds["id"], checked["bad"], frame["customer"].to_list(), checked["batch_reason"])
         bad_rows = sorted({i for i, _ in checked["bad"]})
@@ -134,19 +129,19 @@ def build(root: Path, approvers: list[str], monkeypatch: Any) -> Path:
         if production is not None:
             scores = pipeline.score(ws, ds["id"], production, bad_rows)
             stage(run_id, "score", 61.0, cached=month == 2)
-            report = pipeline.drift(ws, production["train_dataset_id"], ds["id"], production, bad_rows)
+            report = pipeline.drift(ws, production["train_dataset_id"], ds["id"], production, bad_rows, ws.cfg.drift)
             records.record_drift(ws, ds["id"], production["train_dataset_id"], "s", run_id, report)
             stage(run_id, "drift", 130.0, detail={"detected": report["detected"]})
             row_ids, actual = pipeline.batch_ids(ws, ds["id"], bad_rows, pipeline.spec_of(production))
             records.record_predictions(ws, ds["id"], production["id"], row_ids, scores, actual, 0.5, run_id)
             summary["estimate"] = monitoring.after_scoring(ws, ds["id"], production, scores, run_id)
-            metrics = pipeline.monitor(ws, ds["id"], production, scores, bad_rows)
+            metrics = pipeline.monitor(ws, ds["id"], production, scores, bad_rows, ws.cfg.monitor.threshold)
             records.record_metrics(ws, production["id"], ds["id"], "batch", metrics, run_id)
             stage(run_id, "monitor", 22.0)
             drifted = [f["name"] for f in report["features"] if f["drifted"]]
             summary.update(drift={"detected": report["detected"], "drifted": drifted}, metrics=metrics)
         mv, evaluation, _ = train(run_id, seed=month)
-        gate = pipeline.gate(ws, evaluation, bool(summary["drift"] and summary["drift"]["detected"]))
+        gate = pipeline.gate(evaluation, bool(summary["drift"] and summary["drift"]["detected"]), ws.cfg.gate)
         stage(run_id, "gate", 3.0, detail={"outcome": gate["outcome"]})
         reasons = gate["reasons"]
         if month < 4:  # the operator let the first two through
