@@ -10,7 +10,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_prefect_yaml_deploys_run_pipeline_2():
+def test_prefect_yaml_deploys_run_pipeline():
     from prefect.flows import load_flow_from_entrypoint
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())

@@ -24,7 +24,7 @@ def template(tmp_path_factory) -> Path:
     return prefect_db.build(tmp_path_factory.mktemp("template") / "prefect.db")
 
 
-def test_the_template_is_one_migrated_file_2(template):
+def test_the_template_is_one_migrated_file(template):
     assert _revision(template)
     assert not template.with_name(template.name + "-wal").exists()
     with sqlite3.connect(template) as db:
@@ -32,7 +32,7 @@ def test_the_template_is_one_migrated_file_2(template):
         assert db.execute("SELECT count(*) FROM flow_run").fetchone()[0] == 0, "empty: no runs of anybody's"
 
 
-def test_seed_copies_only_into_a_home_without_a_database_2(template, tmp_path, monkeypatch):
+def test_seed_copies_only_into_a_home_without_a_database(template, tmp_path, monkeypatch):
     monkeypatch.setenv("KEEL_PREFECT_TEMPLATE", str(template))
     for name in prefect_db.OWN_DATABASE:
         monkeypatch.delenv(name, raising=False)
@@ -55,7 +55,7 @@ def test_seed_copies_only_into_a_home_without_a_database_2(template, tmp_path, m
     assert prefect_db.seed(other) is False and not (other / "prefect.db").exists(), "not SQLite: Prefect migrates"
 
 
-def test_a_run_in_a_fresh_home_starts_from_the_template_2(template, demo_slices, tmp_path):
+def test_a_run_in_a_fresh_home_starts_from_the_template(template, demo_slices, tmp_path):
     from keel.core.data.demo import DEMO_CONFIG
 
     config = tmp_path / "keel.toml"

@@ -83,7 +83,7 @@ def _waiting(config: Path, proc: subprocess.Popen, limit: float = 150) -> None:
     pytest.fail("the flagged run never started waiting")
 
 
-def test_waiting_run_is_resumed_by_keel_approve_from_another_process_4(prefect_api, keel_home):
+def test_waiting_run_is_resumed_by_keel_approve_from_another_process(prefect_api, keel_home):
     config, proc = _start_run(prefect_api, keel_home, timeout=240)
     _waiting(config, proc)
     approve = subprocess.run([sys.executable, "-m", "keel", "approve", "churn", "1", "--reason", "looks right",
@@ -102,7 +102,7 @@ def test_waiting_run_is_resumed_by_keel_approve_from_another_process_4(prefect_a
     assert audit.verify(ws.engine).ok
 
 
-def test_waiting_run_that_times_out_is_rejected_4(prefect_api, keel_home):
+def test_waiting_run_that_times_out_is_rejected(prefect_api, keel_home):
     config, proc = _start_run(prefect_api, keel_home, timeout=3)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err

@@ -17,7 +17,7 @@ from keel.core.store.models import (
     StageRun,
 )
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 
 
 def _run(batch: Path, config: Path) -> dict:
@@ -36,7 +36,7 @@ def _snapshot() -> dict:
     return snapshot(_engine())
 
 
-def test_pipeline_runs_the_demo_months_and_rerun_changes_nothing_2(demo_slices, demo_config):
+def test_pipeline_runs_the_demo_months_and_rerun_changes_nothing(demo_slices, demo_config):
     first = [_run(b, demo_config) for b in demo_slices]
     assert first[0]["decision"] == "promoted" and first[0]["production_version"] == 1
     assert first[0]["drift"] is None  # nothing to compare with before a production model exists
@@ -65,7 +65,7 @@ def test_pipeline_runs_the_demo_months_and_rerun_changes_nothing_2(demo_slices, 
     assert heavy and all(st.cached for st in heavy), "every heavy stage of a rerun is a cache hit"
 
 
-def test_whole_batch_over_the_bad_row_threshold_is_quarantined_2(demo_slices, demo_config, tmp_path):
+def test_whole_batch_over_the_bad_row_threshold_is_quarantined(demo_slices, demo_config, tmp_path):
     _run(demo_slices[0], demo_config)
     bad = pl.read_parquet(demo_slices[1]).with_columns(
         pl.when(pl.int_range(pl.len()) % 5 == 0).then(-10).otherwise(pl.col("distance")).alias("distance"))
@@ -83,7 +83,7 @@ def test_whole_batch_over_the_bad_row_threshold_is_quarantined_2(demo_slices, de
     assert all("distance outside" in q.reason for q in rows if not q.whole_batch)
 
 
-def test_few_bad_rows_are_quarantined_and_the_rest_goes_on_2(demo_slices, demo_config, tmp_path):
+def test_few_bad_rows_are_quarantined_and_the_rest_goes_on(demo_slices, demo_config, tmp_path):
     _run(demo_slices[0], demo_config)
     bad = pl.read_parquet(demo_slices[1]).with_columns(
         pl.when(pl.int_range(pl.len()) < 7).then(500.0).otherwise(pl.col("wind_speed")).alias("wind_speed"))
@@ -96,7 +96,7 @@ def test_few_bad_rows_are_quarantined_and_the_rest_goes_on_2(demo_slices, demo_c
     assert len(preds) == 3000 - 7
 
 
-def test_any_binary_dataset_works_with_string_labels_nulls_and_unseen_categories_2(keel_home, tmp_path):
+def test_any_binary_dataset_works_with_string_labels_nulls_and_unseen_categories(keel_home, tmp_path):
     import numpy as np
 
     rng = np.random.default_rng(7)
