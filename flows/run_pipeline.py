@@ -237,12 +237,12 @@ def _stages(ws: Workspace, wsref: str, run: book.RunSummary) -> dict[str, Any]:
                      detail=lambda r: r)
     run.model_version, run.evaluation, run.candidate_metrics = (candidate.version, evaluation.get("comparison"),
                                                                 evaluation["candidate"])
-    run.decision, run.reasons = book.DECISION_WORDS[decision["outcome"]], decision["reasons"]
     review = writes.decision(candidate, decision, evaluation)
     if review is not None and cfg.review.wait:  # wait for the decision taken in keel; a timeout rejects
         from keel.flows.review_wait import wait_for_review
 
-        wait_for_review(ws, candidate.version, review.id, run.run_id, decision)
+        wait_for_review(ws, candidate.version, review.id, run.run_id, decision)  # the decision, as taken
+    run.decision, run.reasons = book.DECISION_WORDS[decision["outcome"]], decision["reasons"]
     return book.finish(ws, run, plan, writes, "completed")
 
 
