@@ -30,8 +30,8 @@ test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.test-installed
-	$(PIP) install $(PIP_FLAGS) ruff
-	$(BIN)/ruff check keel tests bench
+	$(BIN)/ruff check core flows tui cli keel tests bench scripts
+	$(BIN)/python scripts/lint.py imports
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/pipeline.py
