@@ -32,6 +32,7 @@ test: $(VENV)/.test-installed
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check core flows tui cli keel tests bench scripts
 	$(BIN)/python scripts/lint.py imports
+	$(BIN)/python scripts/lint.py types
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/pipeline.py

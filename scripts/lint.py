@@ -1,14 +1,16 @@
 """The static checks that need keel laid out as it installs:
 
     python scripts/lint.py imports [lint-imports options]   # the import-linter contracts in pyproject.toml
+    python scripts/lint.py types [mypy options]             # mypy over keel.core ([tool.mypy] in pyproject.toml)
 
 core/, flows/, tui/ and cli/ install as keel.core, keel.flows, keel.tui and keel.cli through setuptools'
-package-dir. An editable install serves that mapping through an import hook, which grimp (import-linter's
-graph builder) does not follow: it walks the directory of the `keel` package alone, where it finds
-keel/__init__.py and nothing of core/. So this lays out the installed tree in a scratch directory (keel/ with
-core, flows, tui and cli as symbolic links, read from the package-dir table in pyproject.toml, so it follows
-any change there), runs the tool from there, and prints its report with the scratch paths turned back into
-the checkout's (keel/core/x.py -> core/x.py). The exit status is the tool's; 2 when it is not installed.
+package-dir. An editable install serves that mapping through an import hook, which neither grimp
+(import-linter's graph builder: it walks the directory of the `keel` package alone, where it finds
+keel/__init__.py and nothing of core/) nor mypy (it runs no import hooks) follows. So this lays out the
+installed tree in a scratch directory (keel/ with core, flows, tui and cli as symbolic links, read from the
+package-dir table in pyproject.toml, so it follows any change there), runs the tool from there, and prints its
+report with the scratch paths turned back into the checkout's (keel/core/x.py -> core/x.py). The exit status
+is the tool's; 2 when it is not installed.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def tool(name: str) -> str | None:
 
 def run(command: list[str], scratch: Path) -> int:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("MYPYPATH", None)
     result = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
     sys.stdout.write(checkout_paths(result.stdout))
     sys.stderr.write(checkout_paths(result.stderr))
@@ -64,18 +67,24 @@ def run(command: list[str], scratch: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] != "imports":
+    if not argv or argv[0] not in ("imports", "types"):
         print(__doc__, file=sys.stderr)
         return 2
-    rest = argv[1:]
-    executable = tool("lint-imports")
+    which, rest = argv[0], argv[1:]
+    name = "lint-imports" if which == "imports" else "mypy"
+    executable = tool(name)
     if executable is None:
-        print("lint-imports is not installed (pip install -e '.[test]')", file=sys.stderr)
+        print(f"{name} is not installed (pip install -e '.[test]')", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="keel-lint-") as scratch:
         lay_out(Path(scratch))
-        # lint-imports puts its working directory first on sys.path, ahead of the editable install's hook
-        return run([executable, str(PYPROJECT), "--no-cache", "--no-logo", *rest], Path(scratch))
+        # both tools put their working directory first on the import path, ahead of the editable install's hook
+        if which == "imports":
+            command = [executable, str(PYPROJECT), "--no-cache", "--no-logo", *rest]
+        else:
+            command = [executable, "--config-file", str(PYPROJECT), "--cache-dir", str(ROOT / ".mypy_cache"),
+                       *(rest or ["-p", "keel.core"])]
+        return run(command, Path(scratch))
 
 
 if __name__ == "__main__":

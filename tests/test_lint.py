@@ -1,5 +1,5 @@
-"""The static checks hold: ruff (pyflakes, import order, bugbear, pyupgrade) and the import-linter
-contracts (the layers cli -> flows, tui -> core). `make lint` runs the same."""
+"""The static checks hold: ruff (pyflakes, import order, bugbear, pyupgrade), the import-linter contracts
+(the layers cli -> flows, tui -> core) and mypy over keel.core. `make lint` runs the same."""
 
 from __future__ import annotations
 
@@ -35,3 +35,10 @@ def test_import_contracts_are_kept():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
 
+
+def test_mypy_finds_no_error_in_core():
+    if _tool("mypy") is None:
+        pytest.skip("mypy is not installed (pip install -e '.[test]')")
+    result = subprocess.run([sys.executable, "scripts/lint.py", "types"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
