@@ -43,7 +43,7 @@ def store(request, keel_home, monkeypatch):
     admin.dispose()
 
 
-def test_racing_approvals_and_rollbacks_leave_one_consistent_history_4(store, keel_home):
+def test_racing_approvals_and_rollbacks_leave_one_consistent_history(store, keel_home):
     config = world.build(keel_home.parent, versions=4)
     ws = world.workspace(config)
     for v in (1, 2):
