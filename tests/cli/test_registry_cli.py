@@ -1,4 +1,4 @@
-"""The registry commands (issue 4): exit codes, one-line errors, JSON, the real store."""
+"""The registry commands: exit codes, one-line errors, JSON, the real store."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""keel replay: a quarantined batch runs again from its stored copy under the current keel.toml (issue 5)."""
+"""keel replay: a quarantined batch runs again from its stored copy under the current keel.toml."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""keel tui --serve: the TUI in a browser through textual-serve, on the loopback interface only (issue 5)."""
+"""keel tui --serve: the TUI in a browser through textual-serve, on the loopback interface only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Lineage, trace and batch scoring (issue 4) on the real store."""
+"""Lineage, trace and batch scoring on the real store."""
 
 from __future__ import annotations
 

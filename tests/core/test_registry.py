@@ -1,4 +1,4 @@
-"""The registry (issue 4): promote, reject, review, two-person sign-off, rollback, history, on the real store."""
+"""The registry: promote, reject, review, two-person sign-off, rollback, history, on the real store."""
 
 from __future__ import annotations
 

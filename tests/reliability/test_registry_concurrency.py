@@ -1,4 +1,4 @@
-"""Operators racing on one model (issue 4): one production version, an intact chain, losers get Conflict."""
+"""Operators racing on one model: one production version, an intact chain, losers get Conflict."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tampering (issue 4): an edited or removed audit row and a changed model byte are caught."""
+"""Tampering: an edited or removed audit row and a changed model byte are caught."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run detail draws each feature's reference and current shares as block sparklines (issue 5)."""
+"""Run detail draws each feature's reference and current shares as block sparklines."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""R on the alerts view replays a quarantined batch through `keel replay` in a subprocess (issue 5)."""
+"""R on the alerts view replays a quarantined batch through `keel replay` in a subprocess."""
 
 from __future__ import annotations
 
