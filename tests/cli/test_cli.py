@@ -55,6 +55,7 @@ def _bad_inputs(project: Path, demo_slices) -> dict[str, tuple[list[str], str]]:
     }
 
 
+@pytest.mark.slow  # keel run and keel demo in subprocesses
 def test_bad_input_gives_one_line_and_exit_2_and_leaves_the_store_alone(project, demo_slices):
     home = project / ".keel"
     before = _store_state(home)
@@ -67,6 +68,7 @@ def test_bad_input_gives_one_line_and_exit_2_and_leaves_the_store_alone(project,
     assert _store_state(home) == before
 
 
+@pytest.mark.slow  # keel run in a subprocess, the pipeline on real data
 def test_run_json_and_quarantine_exit_code_through_the_real_command(project, demo_slices):
     home = project / ".keel"
     result = keel("run", str(demo_slices[0]), "--json", cwd=project, env_home=home)

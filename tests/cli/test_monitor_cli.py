@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from keel.core.data.demo import DEMO_CONFIG
 from keel.core.store.models import MetricPoint
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]  # a Prefect server, real pipeline runs
 
 
 def _keel(*args: str) -> tuple[int, str, str]:

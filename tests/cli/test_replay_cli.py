@@ -15,7 +15,7 @@ from store_snapshot import snapshot
 
 from keel.core.store.models import AuditEvent, PipelineRun, Quarantine
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]  # a Prefect server, real pipeline runs
 
 
 @pytest.fixture(scope="module")

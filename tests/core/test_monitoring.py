@@ -21,7 +21,7 @@ from keel.core.store import queries
 from keel.core.store.models import Alert, AlertCheck, DatasetVersion, MetricPoint, ModelVersion, PipelineRun, Prediction
 from keel.core.workspace import Workspace
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]  # a Prefect server, real pipeline runs
 
 
 class Inbox:

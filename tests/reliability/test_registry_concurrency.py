@@ -43,6 +43,7 @@ def store(request, keel_home, monkeypatch):
     admin.dispose()
 
 
+@pytest.mark.slow  # racing processes, over 10 s
 def test_racing_approvals_and_rollbacks_leave_one_consistent_history(store, keel_home):
     config = world.build(keel_home.parent, versions=4)
     ws = world.workspace(config)

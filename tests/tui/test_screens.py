@@ -165,6 +165,7 @@ async def test_reject_needs_a_reason_and_records_it(store):
     assert _production() == 2
 
 
+@pytest.mark.slow  # over 5 s (7.6 s measured): a rollback and a promotion through the TUI
 async def test_models_rollback_and_promote_a_chosen_version(store):
     app = KeelApp(store(), refresh=0)
     async with app.run_test(size=SIZE) as pilot:
