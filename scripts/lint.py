@@ -1,7 +1,7 @@
 """The static checks that need keel laid out as it installs:
 
     python scripts/lint.py imports [lint-imports options]   # the import-linter contracts in pyproject.toml
-    python scripts/lint.py types [mypy options]             # mypy over keel.core ([tool.mypy] in pyproject.toml)
+    python scripts/lint.py types [mypy options]             # mypy over keel.core, or the -p/-m given
 
 core/, flows/, tui/ and cli/ install as keel.core, keel.flows, keel.tui and keel.cli through setuptools'
 package-dir. An editable install serves that mapping through an import hook, which neither grimp
@@ -82,8 +82,9 @@ def main(argv: list[str]) -> int:
         if which == "imports":
             command = [executable, str(PYPROJECT), "--no-cache", "--no-logo", *rest]
         else:
+            targets = [] if {"-p", "--package", "-m", "--module"} & set(rest) else ["-p", "keel.core"]
             command = [executable, "--config-file", str(PYPROJECT), "--cache-dir", str(ROOT / ".mypy_cache"),
-                       *(rest or ["-p", "keel.core"])]
+                       *targets, *rest]
         return run(command, Path(scratch))
 
 
