@@ -1,11 +1,14 @@
-# keel: `make demo` runs the whole pipeline on a year of real data; `make test` runs the test suite.
+# keel: `make demo` runs the whole pipeline on a year of real data; `make test` runs the test suite;
+# `make test-fast` leaves out the tests marked slow (end to end: Prefect flows and servers, the pipeline on
+# real data, keel run in subprocesses) and takes a couple of minutes; `make lint` runs ruff, the import-linter
+# contracts and mypy over keel.core.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test test-fast install lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "keel needs Python 3.11 (python3.11 not found)"; exit 2; }
@@ -29,9 +32,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-fast: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 lint: $(VENV)/.test-installed
-	$(PIP) install $(PIP_FLAGS) ruff
-	$(BIN)/ruff check keel tests bench
+	$(BIN)/ruff check core flows tui cli keel tests bench scripts
+	$(BIN)/python scripts/lint.py imports
+	$(BIN)/python scripts/lint.py types
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/pipeline.py

@@ -22,6 +22,14 @@ import pytest  # noqa: E402
 from keel.core.data.demo import DEMO_CONFIG, load_flights  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts the session's Prefect server is slow (end to end), marked or not."""
+    for item in items:
+        if "prefect_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def keel_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh KEEL_HOME (store + artifacts) for one test; the working directory is beside it."""

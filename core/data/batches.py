@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,8 @@ def time_span(frame: pl.DataFrame, column: str | None) -> tuple[Any, Any]:
     if values.dtype.time_zone is not None:
         values = values.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     start, end = values.min(), values.max()
-    return (None if start is None else start.replace(tzinfo=UTC)), (None if end is None else end.replace(tzinfo=UTC))
+    return (start.replace(tzinfo=UTC) if isinstance(start, datetime) else None,
+            end.replace(tzinfo=UTC) if isinstance(end, datetime) else None)
 
 
 def frame_bytes(frame: pl.DataFrame) -> bytes:

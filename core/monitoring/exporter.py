@@ -72,5 +72,5 @@ def serve_metrics(engine: Engine, host: str = "127.0.0.1", port: int = 9108) -> 
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(engine))  # type: ignore[arg-type]
+    registry.register(StoreCollector(engine))
     return start_http_server(port, addr=host, registry=registry)

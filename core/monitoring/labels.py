@@ -53,7 +53,7 @@ def read_labels(ws: Workspace, path: str | Path) -> tuple[dict[str, int], dict[s
     y = label_array(frame, spec)
     ids = frame[ws.cfg.id].cast(str).to_list()
     labels: dict[str, int] = {}
-    skipped = Counter()
+    skipped: Counter[str] = Counter()
     for row_id, label in zip(ids, y.tolist(), strict=True):
         if row_id is None:
             skipped["no id"] += 1
@@ -74,8 +74,9 @@ def attach_labels(ws: Workspace, path: str | Path) -> dict[str, Any]:
     with ws.session() as session:
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
-            found += session.exec(select(Prediction.dataset_id, Prediction.row_id, Prediction.model_version_id,
-                                         Prediction.actual, Prediction.run_id)
+            # sqlmodel types select() for at most four columns; five are fine at run time
+            found += session.exec(select(Prediction.dataset_id, Prediction.row_id,  # type: ignore[call-overload]
+                                         Prediction.model_version_id, Prediction.actual, Prediction.run_id)
                                   .where(col(Prediction.row_id).in_(chunk))).all()
         model_ids = set(session.exec(select(ModelVersion.id).where(
             ModelVersion.model_name == ws.cfg.model)).all()) if found else set()

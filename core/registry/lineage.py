@@ -60,7 +60,7 @@ def history(engine: Engine, model: str, at: datetime | None = None) -> list[dict
     if at is None:
         return periods
     at = as_utc(at)
-    return [p for p in periods if p["from"] <= at and (p["until"] is None or at < p["until"])]  # type: ignore[operator]
+    return [p for p in periods if p["from"] <= at and (p["until"] is None or at < p["until"])]
 
 
 def _dataset(session: Session, dataset_id: str | None) -> dict[str, Any] | None:

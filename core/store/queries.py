@@ -116,7 +116,7 @@ def run_detail(engine: Engine, run_id: str, quarantine_limit: int = 50) -> dict[
         batch = run.batch_id
         q_query = select(Quarantine).where(Quarantine.dataset_id == batch) if batch else None
         if q_query is not None:
-            q_total, q_more = capped_count(session, q_query.with_only_columns(Quarantine.id), 100_000)
+            q_total, q_more = capped_count(session, q_query.with_only_columns(col(Quarantine.id)), 100_000)
             q_rows = session.exec(q_query.order_by(col(Quarantine.whole_batch).desc(), col(Quarantine.row_index))
                                   .limit(quarantine_limit)).all()
         else:
@@ -132,7 +132,7 @@ def run_detail(engine: Engine, run_id: str, quarantine_limit: int = 50) -> dict[
         out["confusion"] = (out["metrics"] or {}).get("confusion")
         alert_query = select(Alert).where(Alert.run_id == run.id)
         if batch:
-            alert_query = select(Alert).where(or_(Alert.run_id == run.id, Alert.dataset_id == batch))
+            alert_query = select(Alert).where(or_(col(Alert.run_id) == run.id, col(Alert.dataset_id) == batch))
         out["alerts"] = [_alert_row(a) for a in session.exec(alert_query.order_by(col(Alert.id)).limit(50))]
         return out
 
@@ -284,7 +284,7 @@ def reviews_page(engine: Engine, status: str | None = "open", limit: int = 100, 
         if status:
             query = query.where(Review.status == status)
         reviews = list(session.exec(query.order_by(col(Review.id).desc()).offset(offset).limit(limit)))
-        total, more = capped_count(session, query.with_only_columns(Review.id), max(COUNT_CAP, offset + limit))
+        total, more = capped_count(session, query.with_only_columns(col(Review.id)), max(COUNT_CAP, offset + limit))
         ids = {r.candidate_version_id for r in reviews} | {r.production_version_id for r in reviews
                                                              if r.production_version_id}
         versions = _versions_by_id(session, ids)
@@ -383,24 +383,25 @@ def estimate_record(engine: Engine, model: str, name: str = "accuracy", limit: i
         runs = {r.id: r for r in session.exec(select(PipelineRun).where(
             col(PipelineRun.id).in_([r for _, _, r, _ in latest if r])))}
         versions = _versions_by_id(session, {v for v, _ in keys})
-    rows = []
+    rows: list[dict[str, Any]] = []
     for version_id, dataset_id, run_id, batch_time in reversed(latest):
         got = points.get((version_id, dataset_id), {})
         est, real = got.get("estimate", {}), got.get("batch", {})
-        if real.get(name) is None:
+        estimated, realised = est.get(name), real.get(name)
+        if realised is None:
             continue  # labels not in yet
         run = runs.get(run_id or "")
         source = ((run.summary or {}).get("estimate") or {}).get("calibration_source") if run else None
         n, positives = real.get("n"), real.get("positives")
         realised_rate = positives / n if n and positives is not None else None
-        miss = est[name] - real[name] if est.get(name) is not None else None
+        miss = estimated - realised if estimated is not None else None
         rows.append({
             "batch": _batch_name(run.source if run else None), "dataset_id": dataset_id, "batch_time": batch_time,
             "version": versions[version_id].version if version_id in versions else None,
-            "estimated": est.get(name), "realised": real[name], "miss": miss, "calibration": source or "-",
+            "estimated": estimated, "realised": realised, "miss": miss, "calibration": source or "-",
             "expected_rate": est.get("positive_rate"), "realised_rate": realised_rate,
             "estimated_auc": est.get("roc_auc"), "realised_auc": real.get("roc_auc"),
-            "why": explain_miss(est.get(name), real[name], est.get("positive_rate"), realised_rate,
+            "why": explain_miss(estimated, realised, est.get("positive_rate"), realised_rate,
                                 est.get("roc_auc"), real.get("roc_auc"), source),
         })
     misses = [abs(r["miss"]) for r in rows if r["miss"] is not None]
@@ -425,14 +426,15 @@ def alerts_page(engine: Engine, open_only: bool = True, limit: int = 100, offset
         if open_only:
             query = query.where(Alert.acked_at == None)  # noqa: E711
         rows = [_alert_row(a) for a in session.exec(query.order_by(col(Alert.id).desc()).offset(offset).limit(limit))]
-        total, more = capped_count(session, query.with_only_columns(Alert.id), max(COUNT_CAP, offset + limit))
+        total, more = capped_count(session, query.with_only_columns(col(Alert.id)), max(COUNT_CAP, offset + limit))
         return _page(rows, total, more, offset)
 
 
 def quarantine_page(engine: Engine, limit: int = 100, offset: int = 0) -> dict[str, Any]:
     """Quarantined batches, newest first: rows held back, whether the whole batch was, one reason."""
     with Session(engine) as session:
-        grouped = (select(Quarantine.dataset_id, func.count().label("rows"),
+        # sqlmodel types select() for at most four columns; six are fine at run time
+        grouped = (select(Quarantine.dataset_id, func.count().label("rows"),  # type: ignore[call-overload]
                           func.max(Quarantine.whole_batch).label("whole"), func.min(Quarantine.reason).label("reason"),
                           func.max(Quarantine.created_at).label("at"),
                           func.sum(Quarantine.replayed).label("replayed"))
@@ -459,7 +461,7 @@ def quarantine_rows(engine: Engine, dataset_id: str, limit: int = 100, offset: i
         query = select(Quarantine).where(Quarantine.dataset_id == dataset_id, Quarantine.row_index >= 0)
         rows = [{"row_index": q.row_index, "row_id": q.row_id, "reason": q.reason, "replayed": q.replayed}
                 for q in session.exec(query.order_by(col(Quarantine.row_index)).offset(offset).limit(limit))]
-        total, more = capped_count(session, query.with_only_columns(Quarantine.id), max(COUNT_CAP, offset + limit))
+        total, more = capped_count(session, query.with_only_columns(col(Quarantine.id)), max(COUNT_CAP, offset + limit))
         return _page(rows, total, more, offset)
 
 

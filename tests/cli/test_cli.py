@@ -55,7 +55,8 @@ def _bad_inputs(project: Path, demo_slices) -> dict[str, tuple[list[str], str]]:
     }
 
 
-def test_bad_input_gives_one_line_and_exit_2_and_leaves_the_store_alone_2(project, demo_slices):
+@pytest.mark.slow  # keel run and keel demo in subprocesses
+def test_bad_input_gives_one_line_and_exit_2_and_leaves_the_store_alone(project, demo_slices):
     home = project / ".keel"
     before = _store_state(home)
     for name, (args, message) in _bad_inputs(project, demo_slices).items():
@@ -67,7 +68,8 @@ def test_bad_input_gives_one_line_and_exit_2_and_leaves_the_store_alone_2(projec
     assert _store_state(home) == before
 
 
-def test_run_json_and_quarantine_exit_code_through_the_real_command_2(project, demo_slices):
+@pytest.mark.slow  # keel run in a subprocess, the pipeline on real data
+def test_run_json_and_quarantine_exit_code_through_the_real_command(project, demo_slices):
     home = project / ".keel"
     result = keel("run", str(demo_slices[0]), "--json", cwd=project, env_home=home)
     assert result.returncode == 0, result.stderr
@@ -91,7 +93,7 @@ def test_run_json_and_quarantine_exit_code_through_the_real_command_2(project, d
     assert [r["status"] for r in runs] == ["quarantined", "completed"]
 
 
-def test_init_writes_a_config_that_loads_2(tmp_path, demo_slices):
+def test_init_writes_a_config_that_loads(tmp_path, demo_slices):
     result = keel("init", "--model", "delays", "--target", "delayed", "--data", str(demo_slices[0]),
                   cwd=tmp_path, env_home=tmp_path / ".keel")
     assert result.returncode == 0, result.stderr

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from keel.core.data.demo import DEMO_CONFIG
 from keel.core.store.models import MetricPoint
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]  # a Prefect server, real pipeline runs
 
 
 def _keel(*args: str) -> tuple[int, str, str]:
@@ -34,7 +34,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_delayed_labels_alerts_ack_and_prometheus_3(demo_slices, keel_home, tmp_path):
+def test_delayed_labels_alerts_ack_and_prometheus(demo_slices, keel_home, tmp_path):
     from keel.core.workspace import open_store
     from keel.flows.run_pipeline import run_pipeline
 

@@ -1,4 +1,4 @@
-"""The registry commands (issue 4): exit codes, one-line errors, JSON, the real store."""
+"""The registry commands: exit codes, one-line errors, JSON, the real store."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def config(keel_home):
     return str(config)
 
 
-def test_reviews_approve_history_and_rollback_from_the_command_line_4(config):
+def test_reviews_approve_history_and_rollback_from_the_command_line(config):
     code, out = _keel("reviews", "--config", config, "--json")
     [review] = json.loads(out)
     assert code == 0 and review["candidate_version"] == 2 and review["approvers"] == "anyone"
@@ -48,7 +48,7 @@ def test_reviews_approve_history_and_rollback_from_the_command_line_4(config):
     assert _keel("audit", "verify", "--config", config)[0] == 0
 
 
-def test_reject_promote_and_usage_errors_exit_codes_4(config):
+def test_reject_promote_and_usage_errors_exit_codes(config):
     assert _keel("approve", "churn", "2", "--config", config)[0] == 2, "--reason is required"
     assert _keel("promote", "churn", "9", "--reason", "x", "--config", config)[0] == 2
     assert _keel("promote", "churn", "1", "--reason", "x", "--config", "missing.toml")[0] == 2
@@ -58,7 +58,7 @@ def test_reject_promote_and_usage_errors_exit_codes_4(config):
     assert _keel("promote", "churn", "3", "--reason", "hand-picked", "--config", config, "--json")[0] == 0
 
 
-def test_a_user_who_is_not_an_approver_gets_exit_4_and_is_audited_4(keel_home):
+def test_a_user_who_is_not_an_approver_gets_exit_4_and_is_audited(keel_home):
     config = str(world.build(keel_home.parent, versions=2, approvers=["somebody-else"]))
     code, out = _keel("promote", "churn", "1", "--reason", "mine", "--config", config)
     assert code == 4 and "may not promote churn" in out
@@ -72,7 +72,7 @@ def test_a_user_who_is_not_an_approver_gets_exit_4_and_is_audited_4(keel_home):
         assert [e.action for e in s.exec(select(AuditEvent))] == ["refused:promote", "refused:rollback"]
 
 
-def test_no_flag_or_environment_lets_a_user_act_as_someone_else_4(config, monkeypatch):
+def test_no_flag_or_environment_lets_a_user_act_as_someone_else(config, monkeypatch):
     monkeypatch.setenv("KEEL_ACTOR", "root-impersonated")
     for var in ("USER", "LOGNAME", "USERNAME"):  # getpass would believe these; keel reads the uid
         monkeypatch.setenv(var, "someone-else")
@@ -87,7 +87,7 @@ def test_no_flag_or_environment_lets_a_user_act_as_someone_else_4(config, monkey
     assert actor.split("@")[0] == pwd.getpwuid(os.getuid()).pw_name
 
 
-def test_score_and_trace_from_the_command_line_4(config, keel_home):
+def test_score_and_trace_from_the_command_line(config, keel_home):
     batch = keel_home.parent / "batch.parquet"
     out = keel_home.parent / "preds.csv"
     code, text = _keel("score", str(batch), "--out", str(out), "--config", config)

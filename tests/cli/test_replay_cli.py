@@ -1,4 +1,4 @@
-"""keel replay: a quarantined batch runs again from its stored copy under the current keel.toml (issue 5)."""
+"""keel replay: a quarantined batch runs again from its stored copy under the current keel.toml."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from store_snapshot import snapshot
 
 from keel.core.store.models import AuditEvent, PipelineRun, Quarantine
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]  # a Prefect server, real pipeline runs
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def _snapshot() -> dict:
     return snapshot(_engine())
 
 
-def test_replay_after_widening_a_range_runs_the_batch_and_marks_it_replayed_once_5(
+def test_replay_after_widening_a_range_runs_the_batch_and_marks_it_replayed_once(
         demo_slices, demo_config, tmp_path, api_url):
     from keel.flows.run_pipeline import run_pipeline
 
@@ -94,7 +94,7 @@ def test_replay_after_widening_a_range_runs_the_batch_and_marks_it_replayed_once
     assert _snapshot() == before
 
 
-def test_replay_of_an_unknown_or_malformed_id_is_one_line_and_exit_2_5(demo_config, api_url):
+def test_replay_of_an_unknown_or_malformed_id_is_one_line_and_exit_2(demo_config, api_url):
     for prefix in ("ffff0000ffff", "xyz"):
         out = _replay(prefix, demo_config, api_url)
         assert out.returncode == 2

@@ -1,4 +1,4 @@
-"""keel tui --serve: the TUI in a browser through textual-serve, on the loopback interface only (issue 5)."""
+"""keel tui --serve: the TUI in a browser through textual-serve, on the loopback interface only."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _fetch(url: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"{url} did not answer: {last}")
 
 
-def test_tui_serve_answers_with_html_on_loopback_only_5(tmp_path: Path) -> None:
+def test_tui_serve_answers_with_html_on_loopback_only(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "KEEL_HOME": str(tmp_path / ".keel")}
     proc = subprocess.Popen([sys.executable, "-m", "keel", "tui", "--serve", "--port", str(port), "--read-only"],

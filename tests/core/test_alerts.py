@@ -80,7 +80,7 @@ def feed(ws: Workspace, pattern: list[bool], rule: str = "drift", same_batch: bo
     return fired
 
 
-def test_alert_fires_only_after_k_of_the_last_n_batches_3(keel_home, inbox):
+def test_alert_fires_only_after_k_of_the_last_n_batches(keel_home, inbox):
     ws = workspace(keel_home, [inbox.url], k=2, n=3)
     assert feed(ws, [True, False, True, True, False, False, True]) == [2, 3]
     with Session(ws.engine) as s:
@@ -89,12 +89,12 @@ def test_alert_fires_only_after_k_of_the_last_n_batches_3(keel_home, inbox):
     assert [c.fired for c in checks] == [False, False, True, True, False, False, False]
 
 
-def test_cooldown_keeps_the_next_batches_quiet_3(keel_home, inbox):
+def test_cooldown_keeps_the_next_batches_quiet(keel_home, inbox):
     ws = workspace(keel_home, [inbox.url], cooldown=2)
     assert feed(ws, [True] * 7) == [0, 3, 6]
 
 
-def test_one_alert_per_rule_model_and_batch_3(keel_home, inbox):
+def test_one_alert_per_rule_model_and_batch(keel_home, inbox):
     ws = workspace(keel_home, [inbox.url])
     assert feed(ws, [True, True, True], same_batch=True) == [0]
     with Session(ws.engine) as s:
@@ -102,14 +102,14 @@ def test_one_alert_per_rule_model_and_batch_3(keel_home, inbox):
     assert len(inbox.received) == 1
 
 
-def test_disabled_rule_records_nothing_and_never_fires_3(keel_home, inbox):
+def test_disabled_rule_records_nothing_and_never_fires(keel_home, inbox):
     ws = workspace(keel_home, [inbox.url], on_drift=False)
     assert feed(ws, [True, True]) == []
     with Session(ws.engine) as s:
         assert not list(s.exec(select(AlertCheck)))
 
 
-def test_alert_is_delivered_to_a_loopback_json_endpoint_3(keel_home, inbox):
+def test_alert_is_delivered_to_a_loopback_json_endpoint(keel_home, inbox):
     ws = workspace(keel_home, [inbox.url])
     out = alerts.evaluate(ws, "run-1", "batch-1", [Check("drop", True, "realised roc_auc 0.61, 0.74 at training", 0.61)])
     assert len(out) == 1 and out[0]["delivered"] is True and out[0]["severity"] == "critical"
@@ -119,7 +119,7 @@ def test_alert_is_delivered_to_a_loopback_json_endpoint_3(keel_home, inbox):
     assert "0.61" in post["message"] and f"keel alerts ack {out[0]['id']}" in post["message"]
 
 
-def test_delivery_failure_is_recorded_and_never_raises_3(keel_home):
+def test_delivery_failure_is_recorded_and_never_raises(keel_home):
     ws = workspace(keel_home, [dead_url()])
     (out,) = alerts.evaluate(ws, "run-1", "batch-1", [Check("failure", True, "run failed: boom")])
     assert out["delivered"] is False and out["delivery_error"]
@@ -131,7 +131,7 @@ def test_delivery_failure_is_recorded_and_never_raises_3(keel_home):
     assert len(stored) == 2 and not any(a.delivered for a in stored), "undelivered alerts are still stored"
 
 
-def test_acknowledgement_is_stored_audited_and_idempotent_3(keel_home, inbox):
+def test_acknowledgement_is_stored_audited_and_idempotent(keel_home, inbox):
     ws = workspace(keel_home, [inbox.url])
     (a,) = alerts.evaluate(ws, "run-1", "batch-1", [Check("quarantine", True, "batch quarantined")])
     assert [r["id"] for r in alerts.list_alerts(ws.engine)] == [a["id"]]

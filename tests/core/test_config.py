@@ -8,7 +8,7 @@ from keel.core.config import Settings, load_config, parse_config
 from keel.core.errors import ConfigError
 
 
-def test_minimal_config_has_documented_defaults_2():
+def test_minimal_config_has_documented_defaults():
     cfg = parse_config({"model": "m", "target": "y"})
     assert cfg.drift.engine == "alibi" and cfg.drift.correction == "bonferroni"
     assert cfg.retrain.window == 3 and cfg.gate.metric == "roc_auc"
@@ -28,14 +28,14 @@ def test_minimal_config_has_documented_defaults_2():
         ({"model": "bad name!", "target": "y"}, "bad value for 'model'"),
     ],
 )
-def test_config_errors_name_the_key_2(data, message):
+def test_config_errors_name_the_key(data, message):
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
 
 
-def test_load_config_reports_missing_and_broken_files_2(tmp_path):
+def test_load_config_reports_missing_and_broken_files(tmp_path):
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_config(tmp_path / "nope.toml")
     broken = tmp_path / "keel.toml"
@@ -44,7 +44,7 @@ def test_load_config_reports_missing_and_broken_files_2(tmp_path):
         load_config(broken)
 
 
-def test_settings_default_to_sqlite_under_keel_home_2(tmp_path, monkeypatch):
+def test_settings_default_to_sqlite_under_keel_home(tmp_path, monkeypatch):
     monkeypatch.setenv("KEEL_HOME", str(tmp_path / "h"))
     monkeypatch.delenv("KEEL_DATABASE_URL", raising=False)
     s = Settings()

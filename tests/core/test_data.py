@@ -13,7 +13,7 @@ from keel.core.data.features import feature_spec, label_array
 from keel.core.errors import ConfigError, DataError, IntegrityError, UsageError
 
 
-def test_read_batch_gives_one_line_errors_2(tmp_path):
+def test_read_batch_gives_one_line_errors(tmp_path):
     with pytest.raises(UsageError, match="no such file"):
         read_batch(tmp_path / "missing.csv")
     empty = tmp_path / "empty.csv"
@@ -44,7 +44,7 @@ def test_read_batch_gives_one_line_errors_2(tmp_path):
         (["good", "bad", "bad"], "bad", [0.0, 1.0, 1.0]),
     ],
 )
-def test_labels_map_to_zero_one_2(labels, positive, expected):
+def test_labels_map_to_zero_one(labels, positive, expected):
     cfg = parse_config({"model": "m", "target": "y", **({"positive": positive} if positive else {})})
     frame = pl.DataFrame({"x": list(range(len(labels))), "y": labels}, strict=False)
     spec = feature_spec(cfg, frame)
@@ -52,14 +52,14 @@ def test_labels_map_to_zero_one_2(labels, positive, expected):
     assert [None if g != g else g for g in got] == expected
 
 
-def test_ambiguous_string_labels_ask_for_positive_2():
+def test_ambiguous_string_labels_ask_for_positive():
     cfg = parse_config({"model": "m", "target": "y"})
     frame = pl.DataFrame({"x": [1, 2], "y": ["good", "bad"]})
     with pytest.raises(ConfigError, match="set 'positive'"):
         feature_spec(cfg, frame)
 
 
-def test_features_exclude_target_id_timestamp_and_excluded_2():
+def test_features_exclude_target_id_timestamp_and_excluded():
     cfg = parse_config({"model": "m", "target": "y", "id": "i", "timestamp": "t", "exclude": ["leak"]})
     frame = pl.DataFrame({"i": [1], "t": ["2013"], "leak": [3], "colour": ["red"], "x": [1.0], "y": [1]})
     spec = feature_spec(cfg, frame)
@@ -70,7 +70,7 @@ def _contract_cfg(**contract):
     return parse_config({"model": "m", "target": "y", "id": "i", "contract": contract})
 
 
-def test_contract_flags_rows_with_reasons_and_rejects_over_threshold_2():
+def test_contract_flags_rows_with_reasons_and_rejects_over_threshold():
     cfg = _contract_cfg(ranges={"x": [0, 10]}, max_bad_share=0.2)
     ref = pl.DataFrame({"i": [1, 2, 3], "x": [1.0, 2.0, 3.0], "y": ["Yes", "No", "Yes"]})
     contract = learn_contract(ref, feature_spec(cfg, ref), cfg.contract.ranges)
@@ -82,7 +82,7 @@ def test_contract_flags_rows_with_reasons_and_rejects_over_threshold_2():
     assert "break the data contract" in validate(worse, contract, cfg.contract).batch_reason
 
 
-def test_contract_rejects_missing_columns_wrong_types_and_null_floods_2():
+def test_contract_rejects_missing_columns_wrong_types_and_null_floods():
     cfg = _contract_cfg()
     ref = pl.DataFrame({"i": [1, 2], "x": [1.0, 2.0], "c": ["a", "b"], "y": [1, 0]})
     contract = learn_contract(ref, feature_spec(cfg, ref), cfg.contract.ranges)
@@ -94,7 +94,7 @@ def test_contract_rejects_missing_columns_wrong_types_and_null_floods_2():
     assert any("duplicated" in r for _, r in validate(dupes, contract, cfg.contract).bad)
 
 
-def test_artifacts_are_content_addressed_and_verified_2(tmp_path):
+def test_artifacts_are_content_addressed_and_verified(tmp_path):
     store = Artifacts(tmp_path)
     sha, path = store.put_bytes(b"model text", ".txt")
     assert store.put_bytes(b"model text", ".txt") == (sha, path)

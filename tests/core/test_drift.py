@@ -263,7 +263,7 @@ def test_report_uses_the_configured_correction() -> None:
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 1000, 20_001])
-def test_sorted_quantiles_equal_numpy_3(n) -> None:
+def test_sorted_quantiles_equal_numpy(n) -> None:
     rng = np.random.default_rng(n)
     values = np.sort(np.round(rng.normal(size=n), 1))  # ties included
     q = np.linspace(0.0, 1.0, 11)
@@ -312,7 +312,7 @@ def test_to_dict_is_json_safe() -> None:
                for v in series), "the histogram is lists of plain numbers and labels"
 
 
-def test_histogram_shares_over_the_psi_bins_and_top_categories_5() -> None:
+def test_histogram_shares_over_the_psi_bins_and_top_categories() -> None:
     rng = np.random.default_rng(11)
     ref, cur = mixed_frames()
     cats = [f"c{i:02d}" for i in range(12)]

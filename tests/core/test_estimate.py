@@ -22,7 +22,7 @@ def _world(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, 
 
 
 @pytest.mark.parametrize("method", ["isotonic", "platt"])
-def test_estimate_matches_realised_metrics_without_concept_drift_3(method):
+def test_estimate_matches_realised_metrics_without_concept_drift(method):
     rng = np.random.default_rng(3)
     hold_y, hold_s = _world(rng, 50_000, 0.0)
     cal = fit_calibrator(hold_y, hold_s, method)
@@ -46,7 +46,7 @@ def _label_shift_world(rng: np.random.Generator, n: int, prior: float) -> tuple[
     return y, 1 / (1 + np.exp(-0.6 * logit + 0.3))  # miscalibrated; the calibrator fixes that
 
 
-def test_em_prior_recovers_a_known_label_shift_3():
+def test_em_prior_recovers_a_known_label_shift():
     rng = np.random.default_rng(8)
     cal = fit_calibrator(*_label_shift_world(rng, 40_000, 0.25))
     for prior in (0.08, 0.25, 0.45, 0.6):
@@ -66,7 +66,7 @@ def test_em_prior_recovers_a_known_label_shift_3():
     assert em_prior(p, cal.positives / cal.n) == pytest.approx(em["estimated_prior"])
 
 
-def test_expected_auc_is_exact_for_certain_labels_and_half_for_ties_3():
+def test_expected_auc_is_exact_for_certain_labels_and_half_for_ties():
     s = np.array([0.9, 0.8, 0.3, 0.2])
     assert expected_auc(s, np.array([1.0, 1.0, 0.0, 0.0])) == pytest.approx(1.0)
     assert expected_auc(s, np.array([0.0, 0.0, 1.0, 1.0])) == pytest.approx(0.0)
@@ -74,7 +74,7 @@ def test_expected_auc_is_exact_for_certain_labels_and_half_for_ties_3():
     assert expected_auc(s, np.ones(4)) is None
 
 
-def test_calibration_refuses_too_little_or_one_class_3():
+def test_calibration_refuses_too_little_or_one_class():
     from keel.core.errors import DataError
 
     with pytest.raises(DataError):
@@ -83,7 +83,7 @@ def test_calibration_refuses_too_little_or_one_class_3():
         fit_calibrator(np.array([0, 1] * 5), np.linspace(0, 1, 10))
 
 
-def test_explain_miss_names_each_broken_assumption_3():
+def test_explain_miss_names_each_broken_assumption():
     assert explain_miss(0.80, 0.79, 0.2, 0.3, 0.8, 0.6, "holdout") == [], "within 2 points: nothing to explain"
     assert explain_miss(None, 0.79, None, None, None, None, None) == []
     why = explain_miss(0.81, 0.73, 0.181, 0.279, 0.70, 0.69, "recent")
@@ -94,7 +94,7 @@ def test_explain_miss_names_each_broken_assumption_3():
         "no single cause: positive rate and ranking as expected"]
 
 
-def test_estimate_on_the_demo_months_misses_only_where_labels_shift_3(flights, capsys):
+def test_estimate_on_the_demo_months_misses_only_where_labels_shift(flights, capsys):
     """The demo's first production model (trained on January as the pipeline trains it), estimated on
     every later month of 2013 and compared with the realised accuracy once the labels are known.
 

@@ -8,7 +8,7 @@ from keel.core.store.records import finish_run, start_run
 from keel.core.workspace import Workspace
 
 
-def test_fast_runs_page_equals_queries_runs_page_5(keel_home):
+def test_fast_runs_page_equals_queries_runs_page(keel_home):
     ws = Workspace(parse_config({"model": "m", "target": "y"}), Settings())
     ids = [start_run(ws, f"/data/batch-{i}.csv", None) for i in range(7)]
     finish_run(ws, ids[3], "completed", decision="promoted",

@@ -45,7 +45,7 @@ def _near_copy(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return y, cand, prod
 
 
-def test_gate_rejects_worse_candidate_4() -> None:
+def test_gate_rejects_worse_candidate() -> None:
     y, logit, rng = _world(4)
     prod = _sigmoid(logit + rng.normal(0, 0.3, logit.size))
     cand = _sigmoid(logit + rng.normal(0, 3.0, logit.size))  # the same, drowned in noise

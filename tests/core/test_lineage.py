@@ -1,4 +1,4 @@
-"""Lineage, trace and batch scoring (issue 4) on the real store."""
+"""Lineage, trace and batch scoring on the real store."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def ws(keel_home):
     return ws
 
 
-def test_lineage_shows_run_data_sources_params_code_metrics_and_deciders_4(ws, keel_home):
+def test_lineage_shows_run_data_sources_params_code_metrics_and_deciders(ws, keel_home):
     info = lineage(ws.engine, "churn", 2)
     assert info["status"] == "production" and info["run"]["run_id"]
     train = info["train_dataset"]
@@ -37,7 +37,7 @@ def test_lineage_shows_run_data_sources_params_code_metrics_and_deciders_4(ws, k
         lineage(ws.engine, "churn", 9)
 
 
-def test_score_stores_every_prediction_and_trace_walks_back_to_the_approval_4(ws, keel_home):
+def test_score_stores_every_prediction_and_trace_walks_back_to_the_approval(ws, keel_home):
     src = world.make_batch(keel_home.parent, n=200, seed=5, name="new.parquet")
     batch = keel_home.parent / "new.csv"
     pl.read_parquet(src).drop("y").write_csv(batch)  # unlabelled, as inference batches are
@@ -62,7 +62,7 @@ def test_score_stores_every_prediction_and_trace_walks_back_to_the_approval_4(ws
         trace(ws.engine, "no-such-row")
 
 
-def test_score_without_production_is_a_clear_error_4(keel_home):
+def test_score_without_production_is_a_clear_error(keel_home):
     ws = world.workspace(world.build(keel_home.parent, versions=1))
     with pytest.raises(NotFound, match="no production version"):
         score_batch(ws, keel_home.parent / "batch.parquet")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from keel.core.memo import Memo
 
 
-def test_memo_makes_each_answer_once_and_drops_the_least_recently_used_2():
+def test_memo_makes_each_answer_once_and_drops_the_least_recently_used():
     memo: Memo[int] = Memo(2)
     made = []
 

@@ -21,7 +21,7 @@ from keel.core.store import queries
 from keel.core.store.models import Alert, AlertCheck, DatasetVersion, MetricPoint, ModelVersion, PipelineRun, Prediction
 from keel.core.workspace import Workspace
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]  # a Prefect server, real pipeline runs
 
 
 class Inbox:
@@ -83,7 +83,7 @@ def _checks(ws: Workspace, rule: str) -> list[AlertCheck]:
         return list(s.exec(select(AlertCheck).where(AlertCheck.rule == rule).order_by(AlertCheck.id)))
 
 
-def test_batch_metric_points_carry_thresholds_and_alert_flags_3(world):
+def test_batch_metric_points_carry_thresholds_and_alert_flags(world):
     ws = world["ws"]
     max_drop = ws.cfg.monitor.max_drop
     with Session(ws.engine) as s:
@@ -106,7 +106,7 @@ def test_batch_metric_points_carry_thresholds_and_alert_flags_3(world):
     assert flagged, "the demo's later months fall below the January model's holdout figures"
 
 
-def test_metric_points_carry_the_time_their_batch_is_from_3(world, demo_slices):
+def test_metric_points_carry_the_time_their_batch_is_from(world, demo_slices):
     ws = world["ws"]
     for summary, path in zip(world["summaries"][1:], demo_slices[1:3], strict=True):
         start, end = time_span(pl.read_parquet(path), "time_hour")
@@ -119,7 +119,7 @@ def test_metric_points_carry_the_time_their_batch_is_from_3(world, demo_slices):
     assert [h["batch_time"] for h in history] == [time_span(pl.read_parquet(p), "time_hour")[1] for p in demo_slices[1:3]]
 
 
-def test_estimate_is_stored_beside_the_realised_values_3(world):
+def test_estimate_is_stored_beside_the_realised_values(world):
     ws = world["ws"]
     for summary in world["summaries"][1:]:
         est = summary["estimate"]
@@ -136,7 +136,7 @@ def test_estimate_is_stored_beside_the_realised_values_3(world):
     assert world["summaries"][0].get("estimate") is None  # nothing served the first batch
 
 
-def test_estimate_calibrates_on_the_newest_labelled_batches_production_scored_3(world):
+def test_estimate_calibrates_on_the_newest_labelled_batches_production_scored(world):
     """February is v1's first batch: only its training holdout can calibrate. March is calibrated on
     February as v1 scored it (out of time for v1), not on the holdout that shares days with training."""
     ws = world["ws"]
@@ -157,7 +157,7 @@ def test_estimate_calibrates_on_the_newest_labelled_batches_production_scored_3(
     assert [b for b, _ in recent] == [mar["dataset_version"], feb["dataset_version"]]
 
 
-def test_drop_alert_fires_after_k_of_n_3(world):
+def test_drop_alert_fires_after_k_of_n(world):
     ws, inbox = world["ws"], world["inbox"]
     drops = _checks(ws, "drop")
     assert [c.breached for c in drops] == [True, True], "Feb and Mar fall more than max_drop below training"
@@ -172,7 +172,7 @@ def test_drop_alert_fires_after_k_of_n_3(world):
     assert len(posted) == 1 and "roc_auc" in posted[0]["message"]
 
 
-def test_failed_runs_alert_once_they_persist_3(world):
+def test_failed_runs_alert_once_they_persist(world):
     ws = world["ws"]
     failures = _checks(ws, "failure")
     assert [c.breached for c in failures] == [False, False, False, True, True, False]
@@ -184,14 +184,14 @@ def test_failed_runs_alert_once_they_persist_3(world):
     assert any("pipeline failure" in p["title"] for p in world["inbox"].received)
 
 
-def test_quarantine_is_checked_on_every_run_3(world):
+def test_quarantine_is_checked_on_every_run(world):
     quarantine = _checks(world["ws"], "quarantine")
     assert [c.breached for c in quarantine] == [False, False, False, True]  # failed runs are not checked
     assert world["quarantined"]["status"] == "quarantined"
     assert "break the data contract" in quarantine[-1].detail
 
 
-def test_undeliverable_alert_never_fails_the_run_3(demo_slices, tmp_path):
+def test_undeliverable_alert_never_fails_the_run(demo_slices, tmp_path):
     import socket
 
     with socket.socket() as sock:

@@ -20,7 +20,7 @@ def _fill(engine, n: int) -> None:
         conn.execute(insert(PipelineRun), rows)
 
 
-def test_runs_page_newest_first_with_capped_count_5(keel_home):
+def test_runs_page_newest_first_with_capped_count(keel_home):
     from keel.core.workspace import open_store
 
     engine = open_store()
@@ -38,7 +38,7 @@ def test_runs_page_newest_first_with_capped_count_5(keel_home):
     assert len(queries.list_runs(engine, "m", 5)) == 5  # the CLI's call still works
 
 
-def test_empty_store_queries_answer_plainly_5(keel_home):
+def test_empty_store_queries_answer_plainly(keel_home):
     from keel.core.workspace import open_store
 
     engine = open_store()
@@ -48,7 +48,7 @@ def test_empty_store_queries_answer_plainly_5(keel_home):
     assert queries.metric_history(engine, "m") == [] and queries.list_models(engine) == []
 
 
-def test_alert_ack_records_who_once_5(keel_home):
+def test_alert_ack_records_who_once(keel_home):
     from keel.core.workspace import open_store
 
     engine = open_store()

@@ -1,4 +1,4 @@
-"""The registry (issue 4): promote, reject, review, two-person sign-off, rollback, history, on the real store."""
+"""The registry: promote, reject, review, two-person sign-off, rollback, history, on the real store."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _prod_version(ws) -> int | None:
         return mv.version if mv else None
 
 
-def test_promote_switches_alias_with_its_audit_event_4(ws):
+def test_promote_switches_alias_with_its_audit_event(ws):
     registry.promote(ws, "churn", 1, "first model", actor="alice")
     registry.promote(ws, "churn", 2, "better", actor="alice")
     assert _prod_version(ws) == 2 and _production(ws)[0][1] == 2
@@ -48,7 +48,7 @@ def test_promote_switches_alias_with_its_audit_event_4(ws):
     assert audit.verify(ws.engine).ok
 
 
-def test_rollback_returns_to_previous_version_4(ws):
+def test_rollback_returns_to_previous_version(ws):
     for v in (1, 2, 3):
         registry.promote(ws, "churn", v, f"v{v}", actor="alice")
     assert registry.rollback(ws, "churn", "v3 misbehaves", actor="bob").version == 2
@@ -64,7 +64,7 @@ def test_rollback_returns_to_previous_version_4(ws):
     assert last.action == "rollback" and last.details["from_version"] == 1 and last.reason == "back to the newest"
 
 
-def test_not_an_approver_is_refused_and_the_refusal_audited_4(keel_home):
+def test_not_an_approver_is_refused_and_the_refusal_audited(keel_home):
     ws = world.workspace(world.build(keel_home.parent, versions=2, approvers=["carol"]))
     for act in (lambda: registry.promote(ws, "churn", 1, "try", actor="mallory"),
                 lambda: registry.rollback(ws, "churn", "try", actor="mallory")):
@@ -77,7 +77,7 @@ def test_not_an_approver_is_refused_and_the_refusal_audited_4(keel_home):
     assert registry.may_act(ws, "mallory")[0] is False and registry.may_act(ws, "carol")[0] is True
 
 
-def test_two_person_signoff_needs_distinct_approvers_4(keel_home):
+def test_two_person_signoff_needs_distinct_approvers(keel_home):
     ws = world.workspace(world.build(keel_home.parent, versions=2, required=2))
     registry.promote(ws, "churn", 1, "first", actor="alice")
     registry.open_review(ws, "churn", 2, ["ambiguous AUC change"], None, None, actor="keel (pipeline)")
@@ -95,7 +95,7 @@ def test_two_person_signoff_needs_distinct_approvers_4(keel_home):
         registry.approve(ws, "churn", 2, "late", actor="carol")
 
 
-def test_reject_closes_the_review_and_a_late_approval_conflicts_4(ws):
+def test_reject_closes_the_review_and_a_late_approval_conflicts(ws):
     registry.promote(ws, "churn", 1, "first", actor="alice")
     registry.open_review(ws, "churn", 2, ["guard metric worse"], None, None, actor="keel (pipeline)")
     assert [r["candidate_version"] for r in list_reviews(ws.engine)] == [2]
@@ -108,7 +108,7 @@ def test_reject_closes_the_review_and_a_late_approval_conflicts_4(ws):
     assert _prod_version(ws) == 1
 
 
-def test_a_production_change_supersedes_open_reviews_and_late_approvals_conflict_4(ws):
+def test_a_production_change_supersedes_open_reviews_and_late_approvals_conflict(ws):
     registry.promote(ws, "churn", 1, "first", actor="alice")
     registry.open_review(ws, "churn", 3, ["flagged"], None, None, actor="keel (pipeline)")
     registry.promote(ws, "churn", 2, "hotfix", actor="alice")
@@ -128,7 +128,7 @@ def test_a_production_change_supersedes_open_reviews_and_late_approvals_conflict
     assert _prod_version(ws) == 3
 
 
-def test_every_action_needs_a_reason_4(ws):
+def test_every_action_needs_a_reason(ws):
     for act in (lambda: registry.promote(ws, "churn", 1, " ", actor="a"),
                 lambda: registry.reject(ws, "churn", 1, "", actor="a"),
                 lambda: registry.rollback(ws, "churn", "", actor="a"),
@@ -137,7 +137,7 @@ def test_every_action_needs_a_reason_4(ws):
             act()
 
 
-def test_history_answers_what_served_at_a_moment_and_why_4(ws):
+def test_history_answers_what_served_at_a_moment_and_why(ws):
     registry.promote(ws, "churn", 1, "first model", actor="alice")
     between = datetime.now(UTC)
     registry.promote(ws, "churn", 2, "drift in May", actor="alice")

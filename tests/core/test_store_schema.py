@@ -16,7 +16,7 @@ from keel.core.store.migrate import _config, current_revision, head_revision, up
 from keel.core.store.models import SQLModel
 
 
-def test_migrations_at_head_match_the_models_3(tmp_path):
+def test_migrations_at_head_match_the_models(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
     upgrade(engine)
     assert current_revision(engine) == head_revision() == "0002"
@@ -25,7 +25,7 @@ def test_migrations_at_head_match_the_models_3(tmp_path):
     assert diffs == [], f"models and migrations differ: add a migration (scripts/new-migration.sh): {diffs}"
 
 
-def test_a_store_at_0001_is_upgraded_keeping_its_rows_3(tmp_path):
+def test_a_store_at_0001_is_upgraded_keeping_its_rows(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     cfg = _config()
     with engine.begin() as conn:
@@ -48,11 +48,11 @@ def test_a_store_at_0001_is_upgraded_keeping_its_rows_3(tmp_path):
     pl.Series("t", [datetime(2013, 7, 1, 5), datetime(2013, 7, 31, 23), None]),
     pl.Series("t", [datetime(2013, 7, 1, 1), datetime(2013, 7, 31, 19), None]).dt.replace_time_zone("America/New_York"),
 ])
-def test_time_span_reads_times_as_utc_3(column):
+def test_time_span_reads_times_as_utc(column):
     assert time_span(pl.DataFrame([column]), "t") == (datetime(2013, 7, 1, 5, tzinfo=UTC), datetime(2013, 7, 31, 23, tzinfo=UTC))
 
 
-def test_time_span_is_empty_for_what_is_not_a_time_3():
+def test_time_span_is_empty_for_what_is_not_a_time():
     frame = pl.DataFrame({"t": ["soon", "later"], "n": [1, 2]})
     assert time_span(frame, "t") == (None, None)
     assert time_span(frame, "n") == (None, None)

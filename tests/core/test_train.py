@@ -20,7 +20,7 @@ def _frame(seed: int, colours=("red", "blue")) -> pl.DataFrame:
         pl.when(pl.int_range(pl.len()) % 11 == 0).then(None).otherwise(pl.col("x")).alias("x"))
 
 
-def test_training_is_deterministic_and_round_trips_as_text_2():
+def test_training_is_deterministic_and_round_trips_as_text():
     cfg = parse_config({"model": "m", "target": "y"})
     frame = _frame(1)
     spec = feature_spec(cfg, frame)
@@ -33,7 +33,7 @@ def test_training_is_deterministic_and_round_trips_as_text_2():
     assert max(a.importance, key=a.importance.get) in {"x", "colour"}
 
 
-def test_unseen_categories_and_nulls_score_without_error_2():
+def test_unseen_categories_and_nulls_score_without_error():
     cfg = parse_config({"model": "m", "target": "y"})
     frame = _frame(2)
     spec = feature_spec(cfg, frame)

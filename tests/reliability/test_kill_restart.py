@@ -91,8 +91,9 @@ def never_killed(demo_slices, tmp_path_factory, api_url) -> dict:
     return _snapshot(home)
 
 
+@pytest.mark.slow  # keel run in subprocesses against a Prefect server, killed and run again
 @pytest.mark.parametrize("stage", ["ingest", "score", "train", "evaluate", "gate"])
-def test_run_killed_at_a_stage_restarts_to_the_same_state_2(stage, demo_slices, tmp_path, api_url, never_killed):
+def test_run_killed_at_a_stage_restarts_to_the_same_state(stage, demo_slices, tmp_path, api_url, never_killed):
     killed = _project(tmp_path / "killed")
     _run(demo_slices[0], killed, api_url)
     proc = _start(demo_slices[1], killed, api_url)

@@ -1,4 +1,4 @@
-"""Operators racing on one model (issue 4): one production version, an intact chain, losers get Conflict."""
+"""Operators racing on one model: one production version, an intact chain, losers get Conflict."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def store(request, keel_home, monkeypatch):
     admin.dispose()
 
 
-def test_racing_approvals_and_rollbacks_leave_one_consistent_history_4(store, keel_home):
+@pytest.mark.slow  # racing processes, over 10 s
+def test_racing_approvals_and_rollbacks_leave_one_consistent_history(store, keel_home):
     config = world.build(keel_home.parent, versions=4)
     ws = world.workspace(config)
     for v in (1, 2):

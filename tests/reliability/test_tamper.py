@@ -1,4 +1,4 @@
-"""Tampering (issue 4): an edited or removed audit row and a changed model byte are caught."""
+"""Tampering: an edited or removed audit row and a changed model byte are caught."""
 
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ def _verify_cli(config) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_audit_verify_passes_on_an_untouched_chain_4(ws):
+def test_audit_verify_passes_on_an_untouched_chain(ws):
     code, out = _verify_cli(ws.config_path)
     assert code == 0 and "4 events verified" in out
 
 
-def test_edited_audit_row_is_named_by_audit_verify_4(ws):
+def test_edited_audit_row_is_named_by_audit_verify(ws):
     _sql(ws, "UPDATE audit_event SET reason = 'nothing to see' WHERE id = 2")
     result = audit.verify(ws.engine)
     assert not result.ok and result.first_bad_id == 2 and "edited" in result.problem
@@ -48,18 +48,18 @@ def test_edited_audit_row_is_named_by_audit_verify_4(ws):
     assert len(out.strip().splitlines()) == 1
 
 
-def test_edited_newest_row_is_caught_4(ws):
+def test_edited_newest_row_is_caught(ws):
     _sql(ws, "UPDATE audit_event SET actor = 'mallory' WHERE id = 4")
     assert audit.verify(ws.engine).first_bad_id == 4
 
 
-def test_removed_middle_audit_row_breaks_the_chain_4(ws):
+def test_removed_middle_audit_row_breaks_the_chain(ws):
     _sql(ws, "DELETE FROM audit_event WHERE id = 2")
     result = audit.verify(ws.engine)
     assert not result.ok and result.first_bad_id == 3 and "removed" in result.problem
 
 
-def test_removed_newest_audit_row_is_caught_by_the_head_4(ws):
+def test_removed_newest_audit_row_is_caught_by_the_head(ws):
     _sql(ws, "DELETE FROM audit_event WHERE id = 4")
     result = audit.verify(ws.engine)
     assert not result.ok and "removed" in result.problem and result.first_bad_id == 4
@@ -67,7 +67,7 @@ def test_removed_newest_audit_row_is_caught_by_the_head_4(ws):
     assert code == 1 and "1 event(s) after #3 were removed" in out
 
 
-def test_one_changed_byte_of_a_model_file_blocks_promote_and_rollback_4(ws):
+def test_one_changed_byte_of_a_model_file_blocks_promote_and_rollback(ws):
     with Session(ws.engine) as s:
         mv = s.exec(select(ModelVersion).where(ModelVersion.version == 3)).one()
     path = __import__("pathlib").Path(mv.artifact_uri)
@@ -88,7 +88,7 @@ def test_one_changed_byte_of_a_model_file_blocks_promote_and_rollback_4(ws):
     assert audit.verify(ws.engine).ok, "a refused change leaves the chain intact"
 
 
-def test_a_model_file_that_hashes_right_but_does_not_load_is_refused_4(ws):
+def test_a_model_file_that_hashes_right_but_does_not_load_is_refused(ws):
     with Session(ws.engine) as s:
         mv = s.exec(select(ModelVersion).where(ModelVersion.version == 1)).one()
     sha, dest = ws.artifacts.put_bytes(b"not a lightgbm model\n", ".txt")

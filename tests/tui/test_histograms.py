@@ -1,4 +1,4 @@
-"""Run detail draws each feature's reference and current shares as block sparklines (issue 5)."""
+"""Run detail draws each feature's reference and current shares as block sparklines."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.tui.helpers import settled, until
 pytestmark = pytest.mark.anyio
 
 
-def test_sparkline_heights_on_one_scale_and_zero_as_a_dot_5():
+def test_sparkline_heights_on_one_scale_and_zero_as_a_dot():
     assert sparkline([0.1] * 10, 0.1) == "█" * 10
     assert sparkline([0.0, 0.05, 0.1], 0.1) == "·▅█"
     assert sparkline([0.25, 0.5]) == "▅█"  # half the top: the middle of eight heights
@@ -28,7 +28,7 @@ def _text(renderable) -> str:  # noqa: ANN001
     return console.export_text()
 
 
-async def test_run_detail_shows_reference_and_current_histograms_per_feature_5(store):
+async def test_run_detail_shows_reference_and_current_histograms_per_feature(store):
     app = KeelApp(store(), refresh=0)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: getattr(app.screen, "loaded", True) and app.ctx.allowed is not None)

@@ -1,4 +1,4 @@
-"""R on the alerts view replays a quarantined batch through `keel replay` in a subprocess (issue 5)."""
+"""R on the alerts view replays a quarantined batch through `keel replay` in a subprocess."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _batch(app) -> dict:  # noqa: ANN001
     return app.screen.query_one("#quarantine-table", PagedTable).current
 
 
-async def test_replay_is_greyed_out_read_only_without_keel_toml_and_for_a_non_approver_5(store, monkeypatch):
+async def test_replay_is_greyed_out_read_only_without_keel_toml_and_for_a_non_approver(store, monkeypatch):
     fake = FakeReplay(0, {})
     monkeypatch.setattr(alerts.subprocess, "run", fake)
     config = store(["alice"])
@@ -58,7 +58,7 @@ async def test_replay_is_greyed_out_read_only_without_keel_toml_and_for_a_non_ap
     assert fake.calls == []
 
 
-async def test_replay_confirms_with_the_id_prefix_then_runs_keel_replay_in_a_subprocess_5(store, monkeypatch):
+async def test_replay_confirms_with_the_id_prefix_then_runs_keel_replay_in_a_subprocess(store, monkeypatch):
     config = store()
     app = KeelApp(config, refresh=0)
     async with app.run_test(size=SIZE) as pilot:
@@ -87,7 +87,7 @@ async def test_replay_confirms_with_the_id_prefix_then_runs_keel_replay_in_a_sub
         assert not isinstance(app.screen, ErrorModal)
 
 
-async def test_replay_quarantined_again_or_failing_shows_the_error_modal_5(store, monkeypatch):
+async def test_replay_quarantined_again_or_failing_shows_the_error_modal(store, monkeypatch):
     app = KeelApp(store(), refresh=0)
     async with app.run_test(size=SIZE) as pilot:
         await _alerts(pilot)

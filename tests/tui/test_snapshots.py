@@ -28,27 +28,27 @@ def _after(*keys: str):  # noqa: ANN202
     return run_before
 
 
-def test_snapshot_runs_5(store, snap_compare):
+def test_snapshot_runs(store, snap_compare):
     assert snap_compare(KeelApp(store(), refresh=0), run_before=_after())
 
 
-def test_snapshot_run_detail_5(store, snap_compare):
+def test_snapshot_run_detail(store, snap_compare):
     assert snap_compare(KeelApp(store(), refresh=0), run_before=_after("enter"))
 
 
-def test_snapshot_compare_5(store, snap_compare):
+def test_snapshot_compare(store, snap_compare):
     assert snap_compare(KeelApp(store(), refresh=0), run_before=_after("3"))
 
 
-def test_snapshot_reviews_5(store, snap_compare):
+def test_snapshot_reviews(store, snap_compare):
     assert snap_compare(KeelApp(store(), refresh=0), run_before=_after("4"))
 
 
-def test_snapshot_confirm_modal_5(store, snap_compare):
+def test_snapshot_confirm_modal(store, snap_compare):
     assert snap_compare(KeelApp(store(), refresh=0), run_before=_after("4", "A"))
 
 
-def test_snapshot_runs_no_color_non_approver_5(store, snap_compare, monkeypatch):
+def test_snapshot_runs_no_color_non_approver(store, snap_compare, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     app = KeelApp(store(["alice"]), read_only=True, refresh=0)
     assert snap_compare(app, run_before=_after("4"))
