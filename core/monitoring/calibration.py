@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,17 +46,21 @@ def recent_labelled(ws: Workspace, production: dict[str, Any], dataset_id: str, 
             labelled = session.exec(select(func.count()).select_from(Prediction).where(
                 Prediction.dataset_id == batch, Prediction.model_version_id == production["id"],
                 col(Prediction.actual).is_not(None))).one()
-            if labelled:
+            if labelled and batch is not None:
                 found.append((batch, int(labelled)))
             if len(found) == ws.cfg.monitor.calibration_batches:
                 break
     return found
 
 
-def _fit(ws: Workspace, key: tuple[Any, ...], data: Any) -> Any:
+def _fit(ws: Workspace, key: tuple[Any, ...], data: Callable[[], tuple[np.ndarray, np.ndarray]]) -> Any:
     from keel.core.monitoring.estimate import fit_calibrator
 
-    return _CALIBRATORS.get(key, lambda: fit_calibrator(*data(), ws.cfg.monitor.calibration))
+    def fitted() -> Any:
+        y, scores = data()
+        return fit_calibrator(y, scores, ws.cfg.monitor.calibration)
+
+    return _CALIBRATORS.get(key, fitted)
 
 
 def calibrator_for(ws: Workspace, production: dict[str, Any], dataset_id: str,

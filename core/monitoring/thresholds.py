@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import update
+from sqlmodel import col
 
 from keel.core.model.evaluate import HIGHER_IS_BETTER
 from keel.core.store import records
@@ -44,7 +45,7 @@ def breaches(values: dict[str, Any], limits: Thresholds) -> set[str]:
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """The scalar metrics, with the confusion-drift test as two points of its own."""
-    out = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    out: dict[str, Any] = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     cd = metrics.get("confusion_drift")
     if isinstance(cd, dict):
         out["confusion_drift_p"] = cd.get("p_value")
@@ -61,7 +62,7 @@ def store_points(ws: Workspace, model_version_id: int, dataset_id: str, scope: s
         for name, value in values.items():
             lo, hi = limits.get(name, (None, None))
             session.execute(update(MetricPoint).where(
-                MetricPoint.model_version_id == model_version_id, MetricPoint.dataset_id == dataset_id,
-                MetricPoint.scope == scope, MetricPoint.name == name,
+                col(MetricPoint.model_version_id) == model_version_id, col(MetricPoint.dataset_id) == dataset_id,
+                col(MetricPoint.scope) == scope, col(MetricPoint.name) == name,
             ).values(value=records.clean(value), lower=lo, upper=hi, alert=name in flagged))
     return flagged

@@ -55,7 +55,7 @@ class RunSummary:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))  # type: ignore[no-any-return]
+        return json_safe(asdict(self))
 
 
 def drift_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -137,7 +137,7 @@ class Writes:
         return apply_decision(self.ws, candidate.version, decision, evaluation, self.run_id)
 
     def alerts(self, summary: RunSummary) -> list[dict[str, Any]] | None:
-        return json_safe(monitoring.after_run(self.ws, self.run_id, summary.to_dict()))  # type: ignore[no-any-return]
+        return json_safe(monitoring.after_run(self.ws, self.run_id, summary.to_dict()))
 
 
 class ReplayWrites(Writes):
