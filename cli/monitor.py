@@ -46,10 +46,10 @@ def alerts_cmd(ctx: click.Context, show_all: bool, model: str | None, limit: int
     """List open alerts, newest first ('keel alerts ack ID' acknowledges one)."""
     if ctx.invoked_subcommand is not None:
         return
-    from keel.core.monitoring.alerts import list_alerts
+    from keel.core.store.queries import alerts_page
     from keel.core.workspace import open_store
 
-    rows = list_alerts(open_store(), show_all, model, limit)
+    rows = alerts_page(open_store(), not show_all, model, limit)["rows"]
     if as_json:
         emit_json(rows)
         return

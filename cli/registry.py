@@ -41,10 +41,10 @@ def reviews_cmd(config: str, model: str | None, show_all: bool, as_json: bool) -
     """List open reviews: candidate, production, why it was flagged, and who may decide."""
     from pathlib import Path
 
-    from keel.core.registry.reviews import list_reviews
+    from keel.core.store.queries import reviews_page
 
     approvers = _ws(config).cfg.review.approvers if Path(config).exists() else None
-    rows = list_reviews(_store(config), model, None if show_all else "open")
+    rows = reviews_page(_store(config), None if show_all else "open", model, limit=1000)["rows"]
     for r in rows:
         r["approvers"] = approvers or "anyone"
     if as_json:

@@ -20,6 +20,7 @@ from keel.core.config import AlertsConfig
 from keel.core.errors import NotFound
 from keel.core.store.engine import insert_ignore, session_scope
 from keel.core.store.models import Alert, AlertCheck, utcnow
+from keel.core.store.queries import alert_row
 from keel.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -145,25 +146,6 @@ def deliver(urls: list[str], title: str, body: str) -> tuple[bool, str | None]:
 
 
 # --- reading and acknowledging -------------------------------------------------------------------
-
-
-def alert_row(a: Alert) -> dict[str, Any]:
-    return {"id": a.id, "rule": a.rule, "model": a.model_name, "severity": a.severity, "message": a.message,
-            "run_id": a.run_id, "dataset_id": a.dataset_id, "delivered": a.delivered,
-            "delivery_error": a.delivery_error, "details": a.details, "acked_by": a.acked_by, "acked_at": a.acked_at,
-            "ack_reason": a.ack_reason, "created_at": a.created_at}
-
-
-def list_alerts(engine: Engine, include_acked: bool = False, model: str | None = None,
-                limit: int = 100) -> list[dict[str, Any]]:
-    """Alerts, newest first; only unacknowledged ones unless ``include_acked``."""
-    query = select(Alert)
-    if not include_acked:
-        query = query.where(Alert.acked_at == None)  # noqa: E711
-    if model:
-        query = query.where(Alert.model_name == model)
-    with Session(engine) as session:
-        return [alert_row(a) for a in session.exec(query.order_by(col(Alert.id).desc()).limit(limit))]
 
 
 def acknowledge(engine: Engine, alert_id: int, actor: str, reason: str | None = None) -> dict[str, Any]:

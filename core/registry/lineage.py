@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from keel.core.errors import NotFound, UsageError
 from keel.core.registry.transactions import SWITCHES
 from keel.core.store.models import (
+    Alias,
     AuditEvent,
     DatasetLineage,
     DatasetVersion,
@@ -106,6 +107,9 @@ def lineage(engine: Engine, model: str, version: int) -> dict[str, Any]:
                               .order_by(col(AuditEvent.id))).all()
         out = {
             "model": model, "version": version, "status": mv.status, "created_at": mv.created_at,
+            "aliases": sorted(a.alias for a in session.exec(select(Alias).where(Alias.model_version_id == mv.id))),
+            "holdout_metrics": {k: v for k, v in (mv.train_metrics or {}).items()
+                                if isinstance(v, int | float) and not isinstance(v, bool)},
             "artifact": {"sha256": mv.artifact_sha256, "uri": mv.artifact_uri},
             "run": _run(session, mv.run_id),
             "train_dataset": _dataset(session, mv.train_dataset_id),

@@ -292,6 +292,19 @@ def production_stack(session: Session, model_name: str) -> list[int]:
     return stack
 
 
+def rollback_target(session: Session, model_name: str, alias: Alias) -> int | None:
+    """The version a default rollback returns to: the one that served before the current one."""
+    current = session.get(ModelVersion, alias.model_version_id)
+    stack = production_stack(session, model_name)
+    on_top = bool(stack) and current is not None and stack[-1] == current.version
+    if on_top:
+        return stack[-2] if len(stack) >= 2 else None
+    if alias.previous_version_id is not None:  # history predates the audit chain
+        previous = session.get(ModelVersion, alias.previous_version_id)
+        return previous.version if previous else None
+    return None
+
+
 def rollback(ws: Workspace, model_name: str, reason: str, *, to: int | None = None, actor: str | None = None) -> ModelVersion:
     """Return production to ``to`` or, by default, to the version that served before the current one."""
     actor = actor or current_actor()
@@ -303,13 +316,8 @@ def rollback(ws: Workspace, model_name: str, reason: str, *, to: int | None = No
             raise NotFound(f"model '{model_name}' has no production version to roll back")
         current = session.get(ModelVersion, alias.model_version_id)
         if to is None:
-            stack = production_stack(session, model_name)
-            on_top = bool(stack) and current is not None and stack[-1] == current.version
-            if on_top and len(stack) >= 2:
-                to = stack[-2]
-            elif not on_top and alias.previous_version_id is not None:  # history predates the audit chain
-                to = session.get(ModelVersion, alias.previous_version_id).version  # type: ignore[union-attr]
-            else:
+            to = rollback_target(session, model_name, alias)
+            if to is None:
                 raise NotFound(f"model '{model_name}' has no earlier production version to return to")
         elif current is not None and current.version == to:
             raise Conflict(f"{model_name} v{to} is already in production")

@@ -133,7 +133,7 @@ def run_detail(engine: Engine, run_id: str, quarantine_limit: int = 50) -> dict[
         alert_query = select(Alert).where(Alert.run_id == run.id)
         if batch:
             alert_query = select(Alert).where(or_(col(Alert.run_id) == run.id, col(Alert.dataset_id) == batch))
-        out["alerts"] = [_alert_row(a) for a in session.exec(alert_query.order_by(col(Alert.id)).limit(50))]
+        out["alerts"] = [alert_row(a) for a in session.exec(alert_query.order_by(col(Alert.id)).limit(50))]
         return out
 
 
@@ -201,24 +201,16 @@ def models_page(engine: Engine, model: str | None = None, limit: int = 100, offs
 
 
 def production_state(engine: Engine, model: str) -> dict[str, Any]:
-    """The production version of ``model`` and the one a default rollback returns to (as the registry
-    computes it: the version that served before the current one)."""
-    from keel.core.registry.transactions import production_stack
+    """The production version of ``model`` and the one a default rollback returns to (the registry's answer)."""
+    from keel.core.registry.transactions import rollback_target
 
     with Session(engine) as session:
         alias = session.get(Alias, (model, "production"))
         if alias is None:
             return {"model": model, "production": None, "previous": None, "revision": 0}
         cur = session.get(ModelVersion, alias.model_version_id)
-        stack = production_stack(session, model)
-        previous = None
-        if cur is not None and stack and stack[-1] == cur.version:
-            previous = stack[-2] if len(stack) >= 2 else None
-        elif alias.previous_version_id is not None:
-            prev = session.get(ModelVersion, alias.previous_version_id)
-            previous = prev.version if prev else None
-        return {"model": model, "production": cur.version if cur else None, "previous": previous,
-                "revision": alias.revision}
+        return {"model": model, "production": cur.version if cur else None,
+                "previous": rollback_target(session, model, alias), "revision": alias.revision}
 
 
 def _event_row(e: AuditEvent) -> dict[str, Any]:
@@ -247,27 +239,6 @@ def _dataset_row(session: Session, dataset_id: str | None) -> dict[str, Any] | N
             "parents": [{"id": p.id, "source": _batch_name(p.source), "rows": p.rows} for p in parents]}
 
 
-def version_lineage(engine: Engine, model: str, version: int) -> dict[str, Any]:
-    """A version's run, training and holdout data (with their batches), parameters, hashes, decisions."""
-    from keel.core.errors import NotFound
-
-    with Session(engine) as session:
-        mv = session.exec(select(ModelVersion).where(ModelVersion.model_name == model,
-                                                     ModelVersion.version == version)).first()
-        if mv is None:
-            raise NotFound(f"model '{model}' has no version {version}")
-        run = session.get(PipelineRun, mv.run_id) if mv.run_id else None
-        events = session.exec(select(AuditEvent).where(AuditEvent.model_name == model, AuditEvent.version == version)
-                              .order_by(col(AuditEvent.id)).limit(50)).all()
-        return {**_version_row(mv, _aliases(session, model)), "params": mv.params or {}, "code_hash": mv.code_hash,
-                "params_hash": mv.params_hash, "features": mv.features or [], "num_boost_round": mv.num_boost_round,
-                "train": _dataset_row(session, mv.train_dataset_id),
-                "holdout": _dataset_row(session, mv.holdout_dataset_id),
-                "run": {"run_id": run.id, "flow_run_id": run.flow_run_id, "batch": _batch_name(run.source),
-                        "started_at": run.started_at} if run else None,
-                "decisions": [_event_row(e) for e in events]}
-
-
 # --- reviews and compare ---------------------------------------------------------------------------
 
 
@@ -277,25 +248,33 @@ def _versions_by_id(session: Session, ids: set[int]) -> dict[int, ModelVersion]:
     return {mv.id or 0: mv for mv in session.exec(select(ModelVersion).where(col(ModelVersion.id).in_(ids)))}
 
 
-def reviews_page(engine: Engine, status: str | None = "open", limit: int = 100, offset: int = 0) -> dict[str, Any]:
-    """Reviews (the open inbox by default), newest first, with their votes so far."""
+def reviews_page(engine: Engine, status: str | None = "open", model: str | None = None, limit: int = 100,
+                 offset: int = 0) -> dict[str, Any]:
+    """Reviews (the open inbox by default), newest first: candidate, production, reasons, the comparison and the
+    votes so far. `keel reviews` and the TUI's reviews view both read this."""
     with Session(engine) as session:
         query = select(Review)
         if status:
             query = query.where(Review.status == status)
+        if model:
+            query = query.where(Review.model_name == model)
         reviews = list(session.exec(query.order_by(col(Review.id).desc()).offset(offset).limit(limit)))
         total, more = capped_count(session, query.with_only_columns(col(Review.id)), max(COUNT_CAP, offset + limit))
         ids = {r.candidate_version_id for r in reviews} | {r.production_version_id for r in reviews
                                                              if r.production_version_id}
         versions = _versions_by_id(session, ids)
-        votes: dict[int, list[str]] = {}
+        votes: dict[int, list[dict[str, Any]]] = {}
         if reviews:
-            for d in session.exec(select(ReviewDecision).where(col(ReviewDecision.review_id).in_([r.id for r in reviews]))):
-                votes.setdefault(d.review_id, []).append(f"{d.actor}:{d.decision}")
-        rows = [{"id": r.id, "model": r.model_name, "candidate": versions[r.candidate_version_id].version,
-                 "production": versions[r.production_version_id].version if r.production_version_id else None,
-                 "status": r.status, "reasons": r.reasons or [], "run_id": r.run_id, "created_at": r.created_at,
-                 "required": r.required_approvals, "votes": votes.get(r.id or 0, [])} for r in reviews]
+            for d in session.exec(select(ReviewDecision).where(col(ReviewDecision.review_id).in_([r.id for r in reviews]))
+                                  .order_by(col(ReviewDecision.at))):
+                votes.setdefault(d.review_id, []).append(
+                    {"actor": d.actor, "decision": d.decision, "reason": d.reason, "at": d.at})
+        rows = [{"review_id": r.id, "model": r.model_name,
+                 "candidate_version": versions[r.candidate_version_id].version,
+                 "production_version": versions[r.production_version_id].version if r.production_version_id else None,
+                 "status": r.status, "reasons": r.reasons or [], "comparison": r.comparison, "run_id": r.run_id,
+                 "required_approvals": r.required_approvals, "decisions": votes.get(r.id or 0, []),
+                 "created_at": r.created_at, "decided_at": r.decided_at} for r in reviews]
         return _page(rows, total, more, offset)
 
 
@@ -413,19 +392,23 @@ def estimate_record(engine: Engine, model: str, name: str = "accuracy", limit: i
 # --- alerts and quarantine -------------------------------------------------------------------------
 
 
-def _alert_row(a: Alert) -> dict[str, Any]:
+def alert_row(a: Alert) -> dict[str, Any]:
     return {"id": a.id, "rule": a.rule, "model": a.model_name, "severity": a.severity, "message": a.message,
-            "run_id": a.run_id, "dataset_id": a.dataset_id, "delivered": a.delivered, "acked_by": a.acked_by,
-            "acked_at": a.acked_at, "created_at": a.created_at}
+            "run_id": a.run_id, "dataset_id": a.dataset_id, "delivered": a.delivered,
+            "delivery_error": a.delivery_error, "details": a.details, "acked_by": a.acked_by, "acked_at": a.acked_at,
+            "ack_reason": a.ack_reason, "created_at": a.created_at}
 
 
-def alerts_page(engine: Engine, open_only: bool = True, limit: int = 100, offset: int = 0) -> dict[str, Any]:
-    """Alerts, newest first; open ones (not acknowledged) by default."""
+def alerts_page(engine: Engine, open_only: bool = True, model: str | None = None, limit: int = 100,
+                offset: int = 0) -> dict[str, Any]:
+    """Alerts, newest first; open ones (not acknowledged) by default. `keel alerts` and the TUI both read this."""
     with Session(engine) as session:
         query = select(Alert)
         if open_only:
             query = query.where(Alert.acked_at == None)  # noqa: E711
-        rows = [_alert_row(a) for a in session.exec(query.order_by(col(Alert.id).desc()).offset(offset).limit(limit))]
+        if model:
+            query = query.where(Alert.model_name == model)
+        rows = [alert_row(a) for a in session.exec(query.order_by(col(Alert.id).desc()).offset(offset).limit(limit))]
         total, more = capped_count(session, query.with_only_columns(col(Alert.id)), max(COUNT_CAP, offset + limit))
         return _page(rows, total, more, offset)
 

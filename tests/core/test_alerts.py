@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from keel.core.monitoring import alerts
 from keel.core.monitoring.alerts import Check
 from keel.core.store.models import Alert, AlertCheck, AuditEvent
+from keel.core.store.queries import alerts_page
 from keel.core.workspace import Workspace
 
 
@@ -134,10 +135,10 @@ def test_delivery_failure_is_recorded_and_never_raises(keel_home):
 def test_acknowledgement_is_stored_audited_and_idempotent(keel_home, inbox):
     ws = workspace(keel_home, [inbox.url])
     (a,) = alerts.evaluate(ws, "run-1", "batch-1", [Check("quarantine", True, "batch quarantined")])
-    assert [r["id"] for r in alerts.list_alerts(ws.engine)] == [a["id"]]
+    assert [r["id"] for r in alerts_page(ws.engine)["rows"]] == [a["id"]]
     done = alerts.acknowledge(ws.engine, a["id"], "oncall", "known upstream outage")
     assert done["already"] is False and done["acked_by"] == "oncall" and done["ack_reason"] == "known upstream outage"
-    assert alerts.list_alerts(ws.engine) == [] and len(alerts.list_alerts(ws.engine, include_acked=True)) == 1
+    assert alerts_page(ws.engine)["rows"] == [] and len(alerts_page(ws.engine, open_only=False)["rows"]) == 1
     again = alerts.acknowledge(ws.engine, a["id"], "someone-else", "late")
     assert again["already"] is True and again["acked_by"] == "oncall"
     with Session(ws.engine) as s:

@@ -12,8 +12,8 @@ from keel.core.errors import Conflict, NotAuthorized, NotFound, UsageError
 from keel.core.registry import audit
 from keel.core.registry import transactions as registry
 from keel.core.registry.lineage import history
-from keel.core.registry.reviews import list_reviews
 from keel.core.store.models import Alias, AuditEvent, ModelVersion, Review
+from keel.core.store.queries import reviews_page
 
 
 @pytest.fixture
@@ -98,9 +98,9 @@ def test_two_person_signoff_needs_distinct_approvers(keel_home):
 def test_reject_closes_the_review_and_a_late_approval_conflicts(ws):
     registry.promote(ws, "churn", 1, "first", actor="alice")
     registry.open_review(ws, "churn", 2, ["guard metric worse"], None, None, actor="keel (pipeline)")
-    assert [r["candidate_version"] for r in list_reviews(ws.engine)] == [2]
+    assert [r["candidate_version"] for r in reviews_page(ws.engine)["rows"]] == [2]
     registry.reject(ws, "churn", 2, "accuracy drop is real", actor="bob")
-    assert list_reviews(ws.engine) == []
+    assert reviews_page(ws.engine)["rows"] == []
     with pytest.raises(Conflict, match="already rejected by bob"):
         registry.approve(ws, "churn", 2, "too late", actor="alice")
     with pytest.raises(Conflict, match="in production"):

@@ -28,26 +28,30 @@ COLUMNS = [("model", 18), ("ver", 5), ("status", 10), ("aliases", 10), ("auc", 5
 def _dataset(label: str, d: dict[str, Any] | None) -> str:
     if not d:
         return f"{label}: -"
-    batches = ", ".join(p["source"] for p in d["parents"]) or "-"
-    return f"{label}: {d['id'][:12]} ({d['rows']} rows) from {batches}"
+    batches = ", ".join(_name(p["source"]) for p in d.get("parents", [])) or "-"
+    return f"{label}: {d['id'][:12]} ({d.get('rows')} rows) from {batches}"
+
+
+def _name(source: str | None) -> str:
+    return source.replace("\\", "/").rsplit("/", 1)[-1] if source else "-"
 
 
 def render_lineage(lin: dict[str, Any], history: list[dict[str, Any]], state: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [
-        Text(f"{lin['name']} v{lin['version']}  {lin['status']}  {' '.join(lin['aliases'])}", style="bold"),
-        Text(_dataset("train", lin["train"])), Text(_dataset("holdout", lin["holdout"])),
+        Text(f"{lin['model']} v{lin['version']}  {lin['status']}  {' '.join(lin['aliases'])}", style="bold"),
+        Text(_dataset("train", lin["train_dataset"])), Text(_dataset("holdout", lin["holdout_dataset"])),
     ]
     run = lin["run"]
     if run:
-        parts.append(Text(f"run {run['run_id'][:8]} on {run['batch']} (flow run {(run['flow_run_id'] or '-')[:8]})"))
-    parts.append(Text(f"artifact sha256 {lin['artifact_sha256'][:16]}  params {lin['params_hash'][:12]}  "
+        parts.append(Text(f"run {run['run_id'][:8]} on {_name(run['source'])} (flow run {(run['flow_run_id'] or '-')[:8]})"))
+    parts.append(Text(f"artifact sha256 {lin['artifact']['sha256'][:16]}  params {lin['params_hash'][:12]}  "
                       f"code {lin['code_hash'][:12]}  rounds {lin['num_boost_round']}"))
-    if lin["metrics"]:
-        parts.append(Text("holdout: " + "  ".join(f"{k} {num(v)}" for k, v in lin["metrics"].items()
+    if lin["holdout_metrics"]:
+        parts.append(Text("holdout: " + "  ".join(f"{k} {num(v)}" for k, v in lin["holdout_metrics"].items()
                                                   if k in ("roc_auc", "accuracy", "f1", "log_loss"))))
     for e in lin["decisions"]:
         parts.append(Text(f"  {when(e['at'])} {e['action']} by {e['actor']}: {clip(e['reason'], 60)}"))
-    table = Table(title=f"Production history of {lin['name']} (now v{state.get('production') or '-'}, "
+    table = Table(title=f"Production history of {lin['model']} (now v{state.get('production') or '-'}, "
                         f"rollback target v{state.get('previous') or '-'})", title_justify="left",
                   title_style="bold", box=None, show_edge=False, pad_edge=False)
     for col in ("when", "ver", "action", "who", "why"):
@@ -95,11 +99,12 @@ class ModelsScreen(KeelScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load-lineage")
     def load_lineage(self, model: str, version: int) -> None:
+        from keel.core.registry.lineage import lineage
         from keel.core.store import queries
 
         engine = self.keel.ctx.engine()
         self.deliver(DetailLoaded("lineage", {
-            "lineage": queries.version_lineage(engine, model, version),
+            "lineage": lineage(engine, model, version),
             "history": queries.production_history(engine, model, limit=20),
             "state": queries.production_state(engine, model)}))
 
@@ -135,7 +140,7 @@ class ModelsScreen(KeelScreen):
 
     def _selected(self) -> tuple[str, int] | None:
         current = self.query_one(PagedTable).current if self.loaded else None
-        if current and self.lineage and (self.lineage["name"], self.lineage["version"]) == current:
+        if current and self.lineage and (self.lineage["model"], self.lineage["version"]) == current:
             return current
         return None
 

@@ -62,9 +62,9 @@ class ReviewsScreen(KeelScreen):
 
     def on_page_loaded(self, message: PageLoaded) -> None:
         self.page, self.states, self.loaded = message.page, message.page["states"], True
-        rows = [[str(r["id"]), clip(r["model"], 16), f"v{r['candidate']}",
-                 f"v{r['production']}" if r["production"] else "-", short_when(r["created_at"]),
-                 f"{sum(v.endswith(':approve') for v in r['votes'])}/{r['required']}",
+        rows = [[str(r["review_id"]), clip(r["model"], 16), f"v{r['candidate_version']}",
+                 f"v{r['production_version']}" if r["production_version"] else "-", short_when(r["created_at"]),
+                 f"{sum(d['decision'] == 'approve' for d in r['decisions'])}/{r['required_approvals']}",
                  clip((r["reasons"] or ["-"])[0], 40)] for r in self.page["rows"]]
         table = self.query_one(PagedTable)
         table.show(rows, self.page["rows"])
@@ -82,12 +82,12 @@ class ReviewsScreen(KeelScreen):
             box.update("No pending reviews. Flagged candidates appear here.")
             return
         state = self.states.get(review["model"], {})
-        lines = [f"Review #{review['id']} of {review['model']} v{review['candidate']}, opened "
+        lines = [f"Review #{review['review_id']} of {review['model']} v{review['candidate_version']}, opened "
                  f"{when(review['created_at'])}; production v{state.get('production') or '-'}"
                  f" (rollback target v{state.get('previous') or '-'})",
                  *[f"• {r}" for r in review["reasons"]]]
-        if review["votes"]:
-            lines.append("votes: " + ", ".join(review["votes"]))
+        if review["decisions"]:
+            lines.append("votes: " + ", ".join(f"{d['actor']}:{d['decision']}" for d in review["decisions"]))
         box.update("\n".join(lines))
 
     def status_parts(self) -> list[str]:
@@ -113,8 +113,8 @@ class ReviewsScreen(KeelScreen):
             self.ask(ActionRequest("rollback", review["model"], int(state["previous"]),
                                    f"production v{state.get('production')} goes back to v{state['previous']}"))
             return
-        self.ask(ActionRequest(kind, review["model"], review["candidate"],
-                               f"candidate v{review['candidate']}, production v{review['production'] or '-'}: "
+        self.ask(ActionRequest(kind, review["model"], review["candidate_version"],
+                               f"candidate v{review['candidate_version']}, production v{review['production_version'] or '-'}: "
                                f"{(review['reasons'] or ['-'])[0]}"))
 
     def action_approve(self) -> None:
@@ -137,4 +137,4 @@ class ReviewsScreen(KeelScreen):
         if review:
             from keel.tui.screens.compare import CompareScreen
 
-            self.app.push_screen(CompareScreen(review["model"], review["candidate"]))
+            self.app.push_screen(CompareScreen(review["model"], review["candidate_version"]))
