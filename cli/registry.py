@@ -167,17 +167,17 @@ def audit_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def audit_verify_cmd(config: str, as_json: bool) -> None:
     """Check every audit event's hash and link; exit 1 naming the first bad entry."""
-    from keel.core.errors import IntegrityError
+    from keel.core.errors import ChecksumMismatch
     from keel.core.registry import audit
 
     result = audit.verify(_store(config))
     if as_json:
         emit_json(result.to_dict())
         if not result.ok:
-            raise SystemExit(IntegrityError.exit_code)
+            raise SystemExit(ChecksumMismatch.exit_code)
         return
     if not result.ok:
-        raise IntegrityError(f"audit chain broken: {result.problem}")
+        raise ChecksumMismatch(f"audit chain broken: {result.problem}")
     click.echo(f"audit chain intact: {result.events} events verified")
 
 

@@ -75,8 +75,8 @@ class StoreError(KeelError):
     title = "Store error"
 
 
-class IntegrityError(KeelError):
-    """Raised when an artifact's SHA-256 or the audit chain does not verify."""
+class ChecksumMismatch(KeelError):
+    """Raised when an artifact's SHA-256 or the audit chain does not verify (or the artifact is gone)."""
 
     exit_code = 1
     title = "Integrity check failed"

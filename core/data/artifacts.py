@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from keel.core.data.batches import sha256_file
-from keel.core.errors import IntegrityError
+from keel.core.errors import ChecksumMismatch
 
 
 class Artifacts:
@@ -51,11 +51,11 @@ class Artifacts:
         """The artifact's bytes, after checking they still hash to ``sha``."""
         path = Path(uri)
         if not path.exists():
-            raise IntegrityError(f"artifact {sha[:12]} is missing at {path}")
+            raise ChecksumMismatch(f"artifact {sha[:12]} is missing at {path}")
         data = path.read_bytes()
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha:
-            raise IntegrityError(
+            raise ChecksumMismatch(
                 f"artifact {path.name} does not match its SHA-256 (expected {sha[:12]}, found {actual[:12]})"
             )
         return data

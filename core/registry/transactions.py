@@ -17,8 +17,8 @@ from sqlmodel import Session, col, select
 from keel.core.actor import current_actor, user_of  # noqa: F401  (current_actor is re-exported)
 from keel.core.actor import may_act as actor_rights
 from keel.core.errors import (
+    ChecksumMismatch,
     Conflict,
-    IntegrityError,
     NotAuthorized,
     NotFound,
     StoreError,
@@ -106,7 +106,7 @@ def verify_artifact(ws: Workspace, mv: ModelVersion) -> None:
         load_booster(data.decode())
     except Exception as exc:  # LightGBM raises its own error type for unreadable models
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise IntegrityError(f"{mv.model_name} v{mv.version}: the model file does not load: {first[:160]}") from None
+        raise ChecksumMismatch(f"{mv.model_name} v{mv.version}: the model file does not load: {first[:160]}") from None
 
 
 _verify_artifact = verify_artifact  # the name the first registry used
