@@ -68,6 +68,15 @@ def workspace(config: Path):  # noqa: ANN201
     return Workspace.open(config)
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused at once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def race_worker(role: str, actor: str, config: str, barrier, results) -> None:  # noqa: ANN001
     """One operator in a race: approve v3, roll back, or promote v4 from a stale screen; reports outcomes."""
     import time

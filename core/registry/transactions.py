@@ -10,8 +10,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
-from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from keel.core.actor import current_actor, user_of  # noqa: F401  (current_actor is re-exported)
@@ -21,8 +19,9 @@ from keel.core.errors import (
     Conflict,
     NotAuthorized,
     NotFound,
-    StoreError,
     UsageError,
+    lost_race,
+    map_exceptions,
 )
 from keel.core.registry import audit
 from keel.core.registry.audit import GENESIS, event_hash  # noqa: F401  (re-exported: the chain's public names)
@@ -67,19 +66,12 @@ def _commit(ws: Workspace, work: Callable[[Session], T]) -> T:
 
     On SQLite the transaction takes the write lock first (BEGIN IMMEDIATE), so writers queue and
     the later one sees what the earlier one did; on PostgreSQL the alias row lock and the unique
-    keys of the audit chain decide.
+    keys of the audit chain decide. A store that stays locked or fails is a StoreError naming it.
     """
-    try:
-        with ws.session() as session:
-            if session.get_bind().dialect.name == "sqlite":
-                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
-            return work(session)
-    except SAIntegrityError:
-        raise Conflict("the registry changed while you acted; look again and retry") from None
-    except OperationalError as exc:
-        if "locked" in str(exc.orig) or "deadlock" in str(exc.orig):
-            raise Conflict("the registry is busy with another change; look again and retry") from None
-        raise StoreError(f"cannot write the registry: {str(exc.orig).strip()[:200]}") from None
+    with map_exceptions(lost_race("the registry")), ws.session() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        return work(session)
 
 
 def check_authorised(ws: Workspace, actor: str, action: str, model_name: str, version: int | None) -> None:

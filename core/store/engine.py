@@ -1,4 +1,10 @@
-"""Engine and session handling: SQLite (WAL) by default, PostgreSQL through KEEL_DATABASE_URL."""
+"""Engine and session handling: SQLite (WAL) by default, PostgreSQL through KEEL_DATABASE_URL.
+
+This is the store's error boundary: every SQLAlchemy or driver error raised through an engine made
+here (any session, query or migration) reaches keel as a StoreError naming the store, through
+keel.core.errors' one mapping. ``sqlite:///path?timeout=5`` sets how many seconds a writer waits for
+the lock (default 30).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event, inspect
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.engine import Engine, ExceptionContext, make_url
 from sqlmodel import Session, SQLModel, create_engine
 
-from keel.core.errors import StoreError
+from keel.core.errors import KeelError, StoreError, map_exceptions, store_errors, translated
 
 _ENGINES: dict[str, Engine] = {}
+SQLITE_TIMEOUT = 30.0  # seconds a connection waits for another writer's lock
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -21,7 +27,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: bulk inserts keep their index pages in memory
     cur.close()
 
@@ -31,22 +36,37 @@ def get_engine(url: str) -> Engine:
     engine = _ENGINES.get(url)
     if engine is not None:
         return engine
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
+    with map_exceptions(store_errors(url, opening=True)):
+        if url.startswith("sqlite:"):
+            from pathlib import Path
 
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
-    try:
+            parsed = make_url(url)
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            timeout = float(parsed.query.get("timeout", SQLITE_TIMEOUT))  # sqlite3 sets the busy timeout from it
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        event.listen(engine, "handle_error", _store_error_hook(url))
         from keel.core.store.migrate import upgrade
 
         upgrade(engine)
-    except OperationalError as exc:
-        raise StoreError(f"cannot open the store at {_safe(url)}: {exc.orig}") from None
     _ENGINES[url] = engine
     return engine
+
+
+def _store_error_hook(url: str) -> Any:
+    """SQLAlchemy's handle_error hook: each DBAPI error on this engine becomes the keel error the store mapping
+    makes of it (SQLAlchemy raises what the hook returns, after its own clean-up and pool invalidation)."""
+    mapping = store_errors(url)
+
+    def hook(ctx: ExceptionContext) -> KeelError | None:
+        if ctx.is_pre_ping:  # a stale pooled connection: SQLAlchemy reconnects by itself
+            return None
+        return translated(ctx.sqlalchemy_exception or ctx.original_exception, mapping)
+
+    return hook
 
 
 def dispose_engines() -> None:
@@ -56,28 +76,19 @@ def dispose_engines() -> None:
     _ENGINES.clear()
 
 
-def _safe(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
-
-
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """One session per unit of work: commit on success, roll back on any error."""
-    session = Session(engine, expire_on_commit=False)
-    try:
-        yield session
-        session.commit()
-    except SQLAlchemyError:
-        session.rollback()
-        raise
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    """One session per unit of work: commit on success, roll back on any error; store errors as StoreError."""
+    with map_exceptions(store_errors(str(engine.url))):
+        session = Session(engine, expire_on_commit=False)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
 
 def insert_ignore(session: Session, model: type[SQLModel], rows: Sequence[dict[str, Any]]) -> None:
@@ -110,20 +121,21 @@ def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str], rows:
     if not rows:
         return
     cols = ", ".join(columns)
-    raw = engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        if engine.dialect.name == "sqlite":
-            marks = ", ".join("?" for _ in columns)
-            cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", rows)
-        else:
-            from psycopg2.extras import execute_values
+    with map_exceptions(store_errors(str(engine.url))):  # the driver's own errors: SQLAlchemy is not in between
+        raw = engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            if engine.dialect.name == "sqlite":
+                marks = ", ".join("?" for _ in columns)
+                cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", rows)
+            else:
+                from psycopg2.extras import execute_values
 
-            execute_values(cur, f"INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING", rows,
-                           page_size=5000)
-        raw.commit()
-    except BaseException:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()
+                execute_values(cur, f"INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING", rows,
+                               page_size=5000)
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
