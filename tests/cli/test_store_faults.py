@@ -1,4 +1,4 @@
-"""The store failing under a keel command: one line naming it, exit 1, no traceback."""
+"""The store or the artifact folder failing under a keel command: one line naming it, exit 1, no traceback."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from sqlmodel import Session, select
 
 from keel.cli.main import cli
+from keel.core.registry import transactions as registry
 from keel.core.store.engine import dispose_engines, get_engine
 from keel.core.store.models import AuditEvent
 
@@ -69,3 +70,18 @@ def test_an_unreachable_postgresql_store_fails_in_one_line_without_its_password(
     [line] = out.stderr.splitlines()
     assert line.startswith(f"keel: cannot connect to the store at postgresql+psycopg2://keel:***@127.0.0.1:{port}/keel (")
     assert "Connection refused" in line and "s3cret" not in out.stderr + out.stdout
+
+
+def test_an_artifact_folder_that_cannot_be_written_fails_in_one_line_naming_it(keel_home, monkeypatch):
+    root = keel_home.parent
+    config = world.build(root, versions=1)
+    registry.promote(world.workspace(config), "churn", 1, "first", actor="setup")
+    batch = world.make_batch(root, n=200, seed=7, name="new.parquet")
+    (root / "blocker").write_text("a regular file where the artifact folder's parent should be")
+    artifacts = root / "blocker" / "artifacts"  # no chmod stops root; a file in the path stops everyone
+    monkeypatch.setenv("KEEL_ARTIFACTS_URL", str(artifacts))
+    result = CliRunner().invoke(cli, ["score", str(batch), "--config", str(config)])
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert line.startswith(f"keel: cannot write {artifacts}/")
+    assert line.endswith(f" in the artifact store at {artifacts} (Not a directory)")

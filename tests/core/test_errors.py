@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,31 @@ def test_an_unreachable_prefect_api_is_named_in_one_line():
     with pytest.raises(PrefectError) as caught, map_exceptions(errors.prefect_errors(api, "flow run 1234")):
         httpx.get(f"{api}/flow_runs/1234", timeout=5)
     assert str(caught.value).startswith(f"the Prefect API at {api} cannot be reached (")
+
+
+def test_an_artifact_store_under_a_regular_file_fails_naming_the_store(tmp_path):
+    from keel.core.data.artifacts import Artifacts
+
+    (tmp_path / "not-a-folder").write_text("a regular file where the artifact folder's parent should be")
+    root = tmp_path / "not-a-folder" / "artifacts"
+    store = Artifacts(root)
+    for write in (lambda: store.put_bytes(b"model text", ".txt"),
+                  lambda: store.put_file(tmp_path / "not-a-folder")):
+        with pytest.raises(ArtifactError) as caught:
+            write()
+        message = str(caught.value)
+        assert message.startswith("cannot write ") and f"in the artifact store at {root} (Not a directory)" in message
+
+
+def test_a_failed_artifact_write_leaves_no_temporary_file(tmp_path):
+    from keel.core.data.artifacts import Artifacts
+
+    store = Artifacts(tmp_path / "artifacts")
+    sha, dest = store.put_bytes(b"kept", ".txt")
+    missing = tmp_path / "gone.parquet"
+    with pytest.raises(ArtifactError) as caught:
+        store.put_file(missing, sha="ab" + "0" * 62)
+    assert str(caught.value) == (f"cannot copy {missing} into the artifact store at {tmp_path / 'artifacts'} "
+                                 "(No such file or directory)")
+    assert [p.name for p in (tmp_path / "artifacts").rglob("*") if p.is_file()] == [dest.name]
+    assert Path(dest).read_bytes() == b"kept" and sha
