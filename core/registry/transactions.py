@@ -17,6 +17,7 @@ from keel.core.actor import may_act as actor_rights
 from keel.core.errors import (
     ChecksumMismatch,
     Conflict,
+    ModelError,
     NotAuthorized,
     NotFound,
     UsageError,
@@ -96,9 +97,8 @@ def verify_artifact(ws: Workspace, mv: ModelVersion) -> None:
 
     try:
         load_booster(data.decode())
-    except Exception as exc:  # LightGBM raises its own error type for unreadable models
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ChecksumMismatch(f"{mv.model_name} v{mv.version}: the model file does not load: {first[:160]}") from None
+    except ModelError as exc:  # the bytes verified but LightGBM cannot read them: the artifact is not what it claims
+        raise ChecksumMismatch(f"{mv.model_name} v{mv.version}: the model file does not load: {exc}") from exc
 
 
 _verify_artifact = verify_artifact  # the name the first registry used

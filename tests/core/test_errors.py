@@ -17,6 +17,7 @@ from keel.core.errors import (
     ArtifactError,
     Conflict,
     KeelError,
+    ModelError,
     NotFound,
     PrefectError,
     StoreError,
@@ -141,6 +142,15 @@ def test_an_unreachable_prefect_api_is_named_in_one_line():
     with pytest.raises(PrefectError) as caught, map_exceptions(errors.prefect_errors(api, "flow run 1234")):
         httpx.get(f"{api}/flow_runs/1234", timeout=5)
     assert str(caught.value).startswith(f"the Prefect API at {api} cannot be reached (")
+
+
+def test_lightgbm_errors_name_the_stage():
+    from keel.core.model.train import load_booster
+
+    with pytest.raises(ModelError) as caught:
+        load_booster("not a LightGBM model\n")
+    assert str(caught.value) == ("LightGBM failed while loading a model: "
+                                 "Model file doesn't specify the number of classes")
 
 
 def test_an_artifact_store_under_a_regular_file_fails_naming_the_store(tmp_path):
