@@ -6,7 +6,8 @@ revision number: a writer that read an older revision loses with a Conflict.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import update
@@ -26,7 +27,7 @@ from keel.core.errors import (
 )
 from keel.core.registry import audit
 from keel.core.registry.audit import GENESIS, event_hash  # noqa: F401  (re-exported: the chain's public names)
-from keel.core.registry.resume import notify_waiting_run
+from keel.core.registry.resume import WaitingRun, notify_waiting_run
 from keel.core.store.models import (
     Alias,
     AuditEvent,
@@ -40,6 +41,23 @@ from keel.core.workspace import Workspace
 PRODUCTION = "production"
 SWITCHES = ("promote", "promote:auto", "rollback")  # audit actions that move the production alias
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A registry change as committed, and what became of the pipeline runs that waited on it.
+
+    ``waiting_runs`` holds one entry per paused run the change meant to resume; one that could not be
+    resumed carries the line the operator must see (the change itself stands).
+    """
+
+    model_version: ModelVersion
+    review: Review | None = None
+    waiting_runs: tuple[WaitingRun, ...] = ()
+
+
+def _waiting(runs: Iterable[WaitingRun | None]) -> tuple[WaitingRun, ...]:
+    return tuple(run for run in runs if run is not None)
 
 
 def append_audit(session: Session, actor: str, action: str, model_name: str | None, version: int | None,
@@ -180,7 +198,7 @@ def _close_reviews(session: Session, mv: ModelVersion, status: str) -> list[Revi
 
 def promote(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None,
             action: str = "promote", expected_revision: int | None = None, authorise: bool = True,
-            details: dict[str, Any] | None = None) -> ModelVersion:
+            details: dict[str, Any] | None = None) -> Decision:
     """Make ``version`` production, after checking its artifact, in one audited transaction."""
     actor = actor or current_actor()
     _need_reason(reason)
@@ -204,20 +222,19 @@ def promote(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
 
     superseded: list[int] = []
     mv = _commit(ws, work)
-    if action != "promote:auto":  # a manual promotion of a candidate under review also ends a waiting run
-        notify_waiting_run(ws, mv.id, "approve", actor, reason)
-    _end_waiting(ws, superseded, actor)
-    return mv
+    # a manual promotion of a candidate under review also ends a waiting run
+    resumed = notify_waiting_run(ws, mv.id, "approve", actor, reason) if action != "promote:auto" else None
+    return Decision(mv, None, _waiting([resumed, *_end_waiting(ws, superseded, actor)]))
 
 
-def _end_waiting(ws: Workspace, candidate_ids: list[int], actor: str) -> None:
+def _end_waiting(ws: Workspace, candidate_ids: list[int], actor: str) -> list[WaitingRun | None]:
     """Runs waiting on superseded reviews end as rejected, as a timeout would."""
-    for candidate_id in candidate_ids:
-        notify_waiting_run(ws, candidate_id, "reject", actor, "superseded: production changed")
+    return [notify_waiting_run(ws, candidate_id, "reject", actor, "superseded: production changed")
+            for candidate_id in candidate_ids]
 
 
 def reject(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None,
-           authorise: bool = True, details: dict[str, Any] | None = None) -> ModelVersion:
+           authorise: bool = True, details: dict[str, Any] | None = None) -> Decision:
     """Mark a candidate rejected and close its review, with the audit event."""
     actor = actor or current_actor()
     _need_reason(reason)
@@ -238,8 +255,7 @@ def reject(ws: Workspace, model_name: str, version: int, reason: str, *, actor: 
         return mv
 
     mv = _commit(ws, work)
-    notify_waiting_run(ws, mv.id, "reject", actor, reason)
-    return mv
+    return Decision(mv, None, _waiting([notify_waiting_run(ws, mv.id, "reject", actor, reason)]))
 
 
 def open_review(ws: Workspace, model_name: str, version: int, reasons: list[str], comparison: dict[str, Any] | None,
@@ -284,7 +300,8 @@ def production_stack(session: Session, model_name: str) -> list[int]:
     return stack
 
 
-def rollback(ws: Workspace, model_name: str, reason: str, *, to: int | None = None, actor: str | None = None) -> ModelVersion:
+def rollback(ws: Workspace, model_name: str, reason: str, *, to: int | None = None,
+             actor: str | None = None) -> Decision:
     """Return production to ``to`` or, by default, to the version that served before the current one."""
     actor = actor or current_actor()
     _need_reason(reason)
@@ -327,15 +344,18 @@ def open_review_for(session: Session, model_name: str, version: int) -> Review:
     return review
 
 
-def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None) -> Review:
-    """Record an approval; with enough distinct approvers the candidate is promoted in the same transaction."""
+def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None) -> Decision:
+    """Record an approval; with enough distinct approvers the candidate is promoted in the same transaction.
+
+    The result's ``review.status`` is ``approved`` once promoted, else still ``open``."""
     actor = actor or current_actor()
     _need_reason(reason)
     check_authorised(ws, actor, "approve", model_name, version)
     sha = _verified(ws, model_name, version)
 
-    def work(session: Session) -> Review:
+    def work(session: Session) -> Decision:
         review = open_review_for(session, model_name, version)
+        mv = get_version(session, model_name, version)
         voters = {user_of(d.actor) for d in session.exec(select(ReviewDecision).where(
             ReviewDecision.review_id == review.id, ReviewDecision.decision == "approve"))}
         if user_of(actor) in voters:
@@ -347,7 +367,6 @@ def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
         append_audit(session, actor, "approve", model_name, version, reason,
                      {"review_id": review.id, "approvals": len(voters), "required": review.required_approvals})
         if len(voters) >= review.required_approvals:
-            mv = get_version(session, model_name, version)
             _same_artifact(mv, sha)
             expected = None
             if review.production_version_id is not None:
@@ -364,14 +383,13 @@ def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
             append_audit(session, actor, "promote", model_name, version, reason,
                          {"review_id": review.id, "previous_version": prev_version, "approvers": sorted(voters)})
             superseded[:] = _supersede(session, model_name, mv, actor)
-        return review
+        return Decision(mv, review)
 
     superseded: list[int] = []
-    review = _commit(ws, work)
-    if review.status == "approved":
-        notify_waiting_run(ws, review.candidate_version_id, "approve", actor, reason)
-    _end_waiting(ws, superseded, actor)
-    return review
+    decision = _commit(ws, work)
+    approved = decision.review is not None and decision.review.status == "approved"
+    resumed = notify_waiting_run(ws, decision.model_version.id, "approve", actor, reason) if approved else None
+    return replace(decision, waiting_runs=_waiting([resumed, *_end_waiting(ws, superseded, actor)]))
 
 
 def _need_reason(reason: str | None) -> None:
