@@ -1,9 +1,11 @@
 """Engine and session handling: SQLite (WAL) by default, PostgreSQL through KEEL_DATABASE_URL.
 
-This is the store's error boundary: every SQLAlchemy or driver error raised through an engine made
-here (any session, query or migration) reaches keel as a StoreError naming the store, through
-keel.core.errors' one mapping. ``sqlite:///path?timeout=5`` sets how many seconds a writer waits for
-the lock (default 30).
+This is the store's error boundary: an operational error of SQLAlchemy or the driver on an engine
+made here (in any session, bare read, migration or bulk insert: the store locked, a connection
+dropped or refused, a full disk) reaches keel as one StoreError line naming the store, through
+keel.core.errors' store mapping. Integrity errors stay SQLAlchemy's: callers whose unique keys carry
+idempotency or a race handle them. ``sqlite:///path?timeout=5`` sets how many seconds a writer waits
+for another's lock (default 30).
 """
 
 from __future__ import annotations
@@ -48,10 +50,10 @@ def get_engine(url: str) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = create_engine(url, pool_pre_ping=True)
-        event.listen(engine, "handle_error", _store_error_hook(url))
         from keel.core.store.migrate import upgrade
 
         upgrade(engine)
+    event.listen(engine, "handle_error", _store_error_hook(url))  # from now on, for every use of the engine
     _ENGINES[url] = engine
     return engine
 

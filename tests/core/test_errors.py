@@ -179,3 +179,25 @@ def test_a_failed_artifact_write_leaves_no_temporary_file(tmp_path):
                                  "(No such file or directory)")
     assert [p.name for p in (tmp_path / "artifacts").rglob("*") if p.is_file()] == [dest.name]
     assert Path(dest).read_bytes() == b"kept" and sha
+
+
+def test_any_read_through_a_keel_engine_on_a_locked_store_is_a_store_error(tmp_path):
+    from sqlmodel import Session, select
+
+    from keel.core.store.engine import dispose_engines, get_engine
+    from keel.core.store.models import PipelineRun
+
+    url = f"sqlite:///{tmp_path / 'keel.db'}?timeout=0.1"
+    engine = get_engine(url)  # opened and migrated before the lock: only the read itself can fail
+    engine.dispose()  # no pooled connection left to share the database with the holder
+    holder = sqlite3.connect(tmp_path / "keel.db", isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError) as caught, Session(engine) as session:  # a bare session, no session_scope
+            session.exec(select(PipelineRun)).all()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        dispose_engines()
+    assert str(caught.value) == f"the store at {url} is locked by another writer (database is locked)"
