@@ -45,7 +45,8 @@ def get_engine(url: str) -> Engine:
             parsed = make_url(url)
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            timeout = float(parsed.query.get("timeout", SQLITE_TIMEOUT))  # sqlite3 sets the busy timeout from it
+            given = parsed.query.get("timeout")
+            timeout = float(given) if isinstance(given, str) else SQLITE_TIMEOUT  # sqlite3 sets its busy timeout from it
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
