@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from keel.cli.output import emit_json, fmt, table
+
+if TYPE_CHECKING:
+    from keel.core.registry.transactions import Decision
 
 CONFIG = click.option("--config", "-c", default="keel.toml", show_default=True, help="Project configuration (approvers).")
 REASON = click.option("--reason", "-r", required=True, help="Why: stored in the audit log.")
@@ -66,11 +69,21 @@ def reviews_cmd(config: str, model: str | None, show_all: bool, as_json: bool) -
     click.echo(f"\nwho may decide: {', '.join(approvers) if approvers else 'anyone (no [review] approvers)'}")
 
 
-def _done(message: str, as_json: bool, data: dict[str, Any]) -> None:
+def _done(message: str, as_json: bool, data: dict[str, Any], decision: Decision) -> None:
+    """Say what changed, then, each on its own line, what became of the pipeline runs that waited on it.
+
+    A run that could not be resumed is reported on stderr; the exit code stays 0, as the decision is recorded.
+    """
+    runs = decision.waiting_runs
     if as_json:
-        emit_json(data)
+        emit_json({**data, "waiting_runs": [run.to_dict() for run in runs]})
     else:
         click.echo(message)
+    for run in runs:
+        if not run.resumed:
+            click.echo(f"keel: {run.message}", err=True)
+        elif not as_json:
+            click.echo(run.message)
 
 
 @click.command("approve")
@@ -83,12 +96,14 @@ def approve_cmd(model: str, version: int, reason: str, config: str, as_json: boo
     """Approve the review of MODEL VERSION (promotes it once enough approvers agree)."""
     from keel.core.registry.transactions import approve
 
-    review = approve(_ws(config), model, version, reason)
+    decision = approve(_ws(config), model, version, reason)
+    review = decision.review
     if review.status == "approved":
         msg = f"approved: {model} v{version} is now production"
     else:
         msg = f"approval recorded for {model} v{version}; the review needs {review.required_approvals} distinct approvers"
-    _done(msg, as_json, {"model": model, "version": version, "review_id": review.id, "status": review.status})
+    _done(msg, as_json, {"model": model, "version": version, "review_id": review.id, "status": review.status},
+          decision)
 
 
 @click.command("reject")
@@ -101,8 +116,9 @@ def reject_cmd(model: str, version: int, reason: str, config: str, as_json: bool
     """Reject candidate MODEL VERSION and close its review."""
     from keel.core.registry.transactions import reject
 
-    mv = reject(_ws(config), model, version, reason)
-    _done(f"rejected: {model} v{version}", as_json, {"model": model, "version": version, "status": mv.status})
+    decision = reject(_ws(config), model, version, reason)
+    _done(f"rejected: {model} v{version}", as_json,
+          {"model": model, "version": version, "status": decision.model_version.status}, decision)
 
 
 @click.command("promote")
@@ -115,9 +131,9 @@ def promote_cmd(model: str, version: int, reason: str, config: str, as_json: boo
     """Put MODEL VERSION in production by hand (artifact checked, audited)."""
     from keel.core.registry.transactions import promote
 
-    promote(_ws(config), model, version, reason)
+    decision = promote(_ws(config), model, version, reason)
     _done(f"promoted: {model} v{version} is now production", as_json,
-          {"model": model, "version": version, "status": "production"})
+          {"model": model, "version": version, "status": "production"}, decision)
 
 
 @click.command("rollback")
@@ -130,9 +146,10 @@ def rollback_cmd(model: str, to: int | None, reason: str, config: str, as_json: 
     """Return MODEL's production to the previous version (or --to VERSION), after checking its artifact."""
     from keel.core.registry.transactions import rollback
 
-    mv = rollback(_ws(config), model, reason, to=to)
+    decision = rollback(_ws(config), model, reason, to=to)
+    mv = decision.model_version
     _done(f"rolled back: {model} v{mv.version} is now production", as_json,
-          {"model": model, "version": mv.version, "status": "production"})
+          {"model": model, "version": mv.version, "status": "production"}, decision)
 
 
 @click.command("history")
@@ -167,17 +184,17 @@ def audit_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def audit_verify_cmd(config: str, as_json: bool) -> None:
     """Check every audit event's hash and link; exit 1 naming the first bad entry."""
-    from keel.core.errors import IntegrityError
+    from keel.core.errors import ChecksumMismatch
     from keel.core.registry import audit
 
     result = audit.verify(_store(config))
     if as_json:
         emit_json(result.to_dict())
         if not result.ok:
-            raise SystemExit(IntegrityError.exit_code)
+            raise SystemExit(ChecksumMismatch.exit_code)
         return
     if not result.ok:
-        raise IntegrityError(f"audit chain broken: {result.problem}")
+        raise ChecksumMismatch(f"audit chain broken: {result.problem}")
     click.echo(f"audit chain intact: {result.events} events verified")
 
 

@@ -63,6 +63,34 @@ def workspace(config: Path):  # noqa: ANN201
     return Workspace.open(config)
 
 
+def review_with_a_waiting_run(ws, version: int) -> str:  # noqa: ANN001
+    """Open the review of ``version`` for the run that trained it and leave that run waiting on it, as a run
+    paused by ``[review] wait = true`` does, under a flow run id no Prefect server knows; returns that id."""
+    import uuid
+
+    from keel.core.registry import transactions as registry
+    from keel.core.store.models import PipelineRun
+
+    with ws.session() as session:
+        run_id = registry.get_version(session, "churn", version).run_id
+    registry.open_review(ws, "churn", version, ["ambiguous AUC change"], None, run_id, actor="keel (pipeline)")
+    flow_run_id = str(uuid.uuid4())
+    with ws.session() as session:
+        run = session.get(PipelineRun, run_id)
+        run.status, run.flow_run_id = "waiting", flow_run_id
+        session.add(run)
+    return flow_run_id
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused at once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def race_worker(role: str, actor: str, config: str, barrier, results) -> None:  # noqa: ANN001
     """One operator in a race: approve v3, roll back, or promote v4 from a stale screen; reports outcomes."""
     import time

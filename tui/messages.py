@@ -35,6 +35,12 @@ class DetailLoaded(Message):
 
 @dataclass
 class ActionDone(Message):
-    """A registry action succeeded; ``text`` says what changed."""
+    """A registry action succeeded; ``text`` says what changed.
+
+    ``notes`` and ``warnings`` say what became of the pipeline runs that waited on it: resumed, or
+    not (the action stands either way).
+    """
 
     text: str
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()

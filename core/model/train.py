@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from keel.core.data.features import FeatureSpec, label_array
+from keel.core.errors import lightgbm_errors, map_exceptions
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -89,11 +90,12 @@ def train_model(frame: pl.DataFrame, spec: FeatureSpec, params: dict[str, Any], 
     categories = category_codes(frame, spec.categorical)
     X = design_matrix(frame, spec, categories)
     cat_idx = [spec.features.index(c) for c in spec.categorical]
-    data = lgb.Dataset(X, label=y, feature_name=spec.features, categorical_feature=cat_idx, free_raw_data=True,
-                       params={"verbosity": -1})
-    booster = lgb.train(params, data, num_boost_round=num_boost_round)
-    text = booster.model_to_string()
-    gains = booster.feature_importance(importance_type="gain")
+    with map_exceptions(lightgbm_errors("training")):
+        data = lgb.Dataset(X, label=y, feature_name=spec.features, categorical_feature=cat_idx, free_raw_data=True,
+                           params={"verbosity": -1})
+        booster = lgb.train(params, data, num_boost_round=num_boost_round)
+        text = booster.model_to_string()
+        gains = booster.feature_importance(importance_type="gain")
     total = float(gains.sum()) or 1.0
     importance = {f: float(g) / total for f, g in zip(spec.features, gains, strict=True)}
     return TrainedModel(text, hashlib.sha256(text.encode()).hexdigest(), spec.features, spec.categorical,
@@ -103,7 +105,9 @@ def train_model(frame: pl.DataFrame, spec: FeatureSpec, params: dict[str, Any], 
 def load_booster(text: str) -> Any:
     import lightgbm as lgb
 
-    return lgb.Booster(model_str=text)
+    with map_exceptions(lightgbm_errors("loading a model")):
+        booster = lgb.Booster(model_str=text)
+    return booster
 
 
 def predict(booster: Any, frame: pl.DataFrame, spec: FeatureSpec, categories: dict[str, list[str]]) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import case, update
 from sqlmodel import col, func, select
 
-from keel.core.errors import IntegrityError, NotFound, UsageError
+from keel.core.errors import ChecksumMismatch, NotFound, UsageError
 from keel.core.store.engine import session_scope
 from keel.core.store.models import DatasetVersion, Quarantine
 from keel.core.workspace import Workspace
@@ -48,7 +48,7 @@ def resolve(ws: Workspace, prefix: str) -> ReplayTarget:
         raise NotFound(f"dataset version {dataset_id[:12]} is quarantined but not in the store")
     path = Path(dv.artifact_uri)
     if not path.exists():
-        raise IntegrityError(f"the stored copy of dataset {dataset_id[:12]} is missing at {path}")
+        raise ChecksumMismatch(f"the stored copy of dataset {dataset_id[:12]} is missing at {path}")
     return ReplayTarget(dataset_id, path, dv.source, int(rows), int(rows) - int(replayed or 0))
 
 

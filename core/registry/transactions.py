@@ -6,27 +6,28 @@ revision number: a writer that read an older revision loses with a Conflict.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
-from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from keel.core.actor import current_actor, user_of  # noqa: F401  (current_actor is re-exported)
 from keel.core.actor import may_act as actor_rights
 from keel.core.errors import (
+    ChecksumMismatch,
     Conflict,
-    IntegrityError,
+    ModelError,
     NotAuthorized,
     NotFound,
-    StoreError,
     UsageError,
+    lost_race,
+    map_exceptions,
 )
 from keel.core.registry import audit
 from keel.core.registry.audit import GENESIS, event_hash  # noqa: F401  (re-exported: the chain's public names)
-from keel.core.registry.resume import notify_waiting_run
+from keel.core.registry.resume import WaitingRun, notify_waiting_run
 from keel.core.store.models import (
     Alias,
     AuditEvent,
@@ -40,6 +41,23 @@ from keel.core.workspace import Workspace
 PRODUCTION = "production"
 SWITCHES = ("promote", "promote:auto", "rollback")  # audit actions that move the production alias
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A registry change as committed, and what became of the pipeline runs that waited on it.
+
+    ``waiting_runs`` holds one entry per paused run the change meant to resume; one that could not be
+    resumed carries the line the operator must see (the change itself stands).
+    """
+
+    model_version: ModelVersion
+    review: Review | None = None
+    waiting_runs: tuple[WaitingRun, ...] = ()
+
+
+def _waiting(runs: Iterable[WaitingRun | None]) -> tuple[WaitingRun, ...]:
+    return tuple(run for run in runs if run is not None)
 
 
 def append_audit(session: Session, actor: str, action: str, model_name: str | None, version: int | None,
@@ -67,19 +85,12 @@ def _commit(ws: Workspace, work: Callable[[Session], T]) -> T:
 
     On SQLite the transaction takes the write lock first (BEGIN IMMEDIATE), so writers queue and
     the later one sees what the earlier one did; on PostgreSQL the alias row lock and the unique
-    keys of the audit chain decide.
+    keys of the audit chain decide. A store that stays locked or fails is a StoreError naming it.
     """
-    try:
-        with ws.session() as session:
-            if session.get_bind().dialect.name == "sqlite":
-                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
-            return work(session)
-    except SAIntegrityError:
-        raise Conflict("the registry changed while you acted; look again and retry") from None
-    except OperationalError as exc:
-        if "locked" in str(exc.orig) or "deadlock" in str(exc.orig):
-            raise Conflict("the registry is busy with another change; look again and retry") from None
-        raise StoreError(f"cannot write the registry: {str(exc.orig).strip()[:200]}") from None
+    with map_exceptions(lost_race("the registry")), ws.session() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        return work(session)
 
 
 def check_authorised(ws: Workspace, actor: str, action: str, model_name: str, version: int | None) -> None:
@@ -104,9 +115,8 @@ def verify_artifact(ws: Workspace, mv: ModelVersion) -> None:
 
     try:
         load_booster(data.decode())
-    except Exception as exc:  # LightGBM raises its own error type for unreadable models
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise IntegrityError(f"{mv.model_name} v{mv.version}: the model file does not load: {first[:160]}") from None
+    except ModelError as exc:  # the bytes verified but LightGBM cannot read them: the artifact is not what it claims
+        raise ChecksumMismatch(f"{mv.model_name} v{mv.version}: the model file does not load: {exc}") from exc
 
 
 _verify_artifact = verify_artifact  # the name the first registry used
@@ -188,7 +198,7 @@ def _close_reviews(session: Session, mv: ModelVersion, status: str) -> list[Revi
 
 def promote(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None,
             action: str = "promote", expected_revision: int | None = None, authorise: bool = True,
-            details: dict[str, Any] | None = None) -> ModelVersion:
+            details: dict[str, Any] | None = None) -> Decision:
     """Make ``version`` production, after checking its artifact, in one audited transaction."""
     actor = actor or current_actor()
     _need_reason(reason)
@@ -212,20 +222,19 @@ def promote(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
 
     superseded: list[int] = []
     mv = _commit(ws, work)
-    if action != "promote:auto":  # a manual promotion of a candidate under review also ends a waiting run
-        notify_waiting_run(ws, mv.id, "approve", actor, reason)
-    _end_waiting(ws, superseded, actor)
-    return mv
+    # a manual promotion of a candidate under review also ends a waiting run
+    resumed = notify_waiting_run(ws, mv.id, "approve", actor, reason) if action != "promote:auto" else None
+    return Decision(mv, None, _waiting([resumed, *_end_waiting(ws, superseded, actor)]))
 
 
-def _end_waiting(ws: Workspace, candidate_ids: list[int], actor: str) -> None:
+def _end_waiting(ws: Workspace, candidate_ids: list[int], actor: str) -> list[WaitingRun | None]:
     """Runs waiting on superseded reviews end as rejected, as a timeout would."""
-    for candidate_id in candidate_ids:
-        notify_waiting_run(ws, candidate_id, "reject", actor, "superseded: production changed")
+    return [notify_waiting_run(ws, candidate_id, "reject", actor, "superseded: production changed")
+            for candidate_id in candidate_ids]
 
 
 def reject(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None,
-           authorise: bool = True, details: dict[str, Any] | None = None) -> ModelVersion:
+           authorise: bool = True, details: dict[str, Any] | None = None) -> Decision:
     """Mark a candidate rejected and close its review, with the audit event."""
     actor = actor or current_actor()
     _need_reason(reason)
@@ -246,8 +255,7 @@ def reject(ws: Workspace, model_name: str, version: int, reason: str, *, actor: 
         return mv
 
     mv = _commit(ws, work)
-    notify_waiting_run(ws, mv.id, "reject", actor, reason)
-    return mv
+    return Decision(mv, None, _waiting([notify_waiting_run(ws, mv.id, "reject", actor, reason)]))
 
 
 def open_review(ws: Workspace, model_name: str, version: int, reasons: list[str], comparison: dict[str, Any] | None,
@@ -305,7 +313,8 @@ def rollback_target(session: Session, model_name: str, alias: Alias) -> int | No
     return None
 
 
-def rollback(ws: Workspace, model_name: str, reason: str, *, to: int | None = None, actor: str | None = None) -> ModelVersion:
+def rollback(ws: Workspace, model_name: str, reason: str, *, to: int | None = None,
+             actor: str | None = None) -> Decision:
     """Return production to ``to`` or, by default, to the version that served before the current one."""
     actor = actor or current_actor()
     _need_reason(reason)
@@ -343,15 +352,18 @@ def open_review_for(session: Session, model_name: str, version: int) -> Review:
     return review
 
 
-def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None) -> Review:
-    """Record an approval; with enough distinct approvers the candidate is promoted in the same transaction."""
+def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor: str | None = None) -> Decision:
+    """Record an approval; with enough distinct approvers the candidate is promoted in the same transaction.
+
+    The result's ``review.status`` is ``approved`` once promoted, else still ``open``."""
     actor = actor or current_actor()
     _need_reason(reason)
     check_authorised(ws, actor, "approve", model_name, version)
     sha = _verified(ws, model_name, version)
 
-    def work(session: Session) -> Review:
+    def work(session: Session) -> Decision:
         review = open_review_for(session, model_name, version)
+        mv = get_version(session, model_name, version)
         voters = {user_of(d.actor) for d in session.exec(select(ReviewDecision).where(
             ReviewDecision.review_id == review.id, ReviewDecision.decision == "approve"))}
         if user_of(actor) in voters:
@@ -363,7 +375,6 @@ def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
         append_audit(session, actor, "approve", model_name, version, reason,
                      {"review_id": review.id, "approvals": len(voters), "required": review.required_approvals})
         if len(voters) >= review.required_approvals:
-            mv = get_version(session, model_name, version)
             _same_artifact(mv, sha)
             expected = None
             if review.production_version_id is not None:
@@ -380,14 +391,13 @@ def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
             append_audit(session, actor, "promote", model_name, version, reason,
                          {"review_id": review.id, "previous_version": prev_version, "approvers": sorted(voters)})
             superseded[:] = _supersede(session, model_name, mv, actor)
-        return review
+        return Decision(mv, review)
 
     superseded: list[int] = []
-    review = _commit(ws, work)
-    if review.status == "approved":
-        notify_waiting_run(ws, review.candidate_version_id, "approve", actor, reason)
-    _end_waiting(ws, superseded, actor)
-    return review
+    decision = _commit(ws, work)
+    approved = decision.review is not None and decision.review.status == "approved"
+    resumed = notify_waiting_run(ws, decision.model_version.id, "approve", actor, reason) if approved else None
+    return replace(decision, waiting_runs=_waiting([resumed, *_end_waiting(ws, superseded, actor)]))
 
 
 def _need_reason(reason: str | None) -> None:

@@ -1,4 +1,12 @@
-"""Engine and session handling: SQLite (WAL) by default, PostgreSQL through KEEL_DATABASE_URL."""
+"""Engine and session handling: SQLite (WAL) by default, PostgreSQL through KEEL_DATABASE_URL.
+
+This is the store's error boundary: an operational error of SQLAlchemy or the driver on an engine
+made here (in any session, bare read, migration or bulk insert: the store locked, a connection
+dropped or refused, a full disk) reaches keel as one StoreError line naming the store, through
+keel.core.errors' store mapping. Integrity errors stay SQLAlchemy's: callers whose unique keys carry
+idempotency or a race handle them. ``sqlite:///path?timeout=5`` sets how many seconds a writer waits
+for another's lock (default 30).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +15,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event, inspect
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.engine import Engine, ExceptionContext, make_url
 from sqlmodel import Session, SQLModel, create_engine
 
-from keel.core.errors import StoreError
+from keel.core.errors import KeelError, StoreError, map_exceptions, store_errors, translated
 
 _ENGINES: dict[str, Engine] = {}
+SQLITE_TIMEOUT = 30.0  # seconds a connection waits for another writer's lock
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -21,7 +29,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: bulk inserts keep their index pages in memory
     cur.close()
 
@@ -31,22 +38,38 @@ def get_engine(url: str) -> Engine:
     engine = _ENGINES.get(url)
     if engine is not None:
         return engine
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
+    with map_exceptions(store_errors(url, opening=True)):
+        if url.startswith("sqlite:"):
+            from pathlib import Path
 
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
-    try:
+            parsed = make_url(url)
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            given = parsed.query.get("timeout")
+            timeout = float(given) if isinstance(given, str) else SQLITE_TIMEOUT  # sqlite3 sets its busy timeout from it
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
         from keel.core.store.migrate import upgrade
 
         upgrade(engine)
-    except OperationalError as exc:
-        raise StoreError(f"cannot open the store at {_safe(url)}: {exc.orig}") from None
+    event.listen(engine, "handle_error", _store_error_hook(url))  # from now on, for every use of the engine
     _ENGINES[url] = engine
     return engine
+
+
+def _store_error_hook(url: str) -> Any:
+    """SQLAlchemy's handle_error hook: each DBAPI error on this engine becomes the keel error the store mapping
+    makes of it (SQLAlchemy raises what the hook returns, after its own clean-up and pool invalidation)."""
+    mapping = store_errors(url)
+
+    def hook(ctx: ExceptionContext) -> KeelError | None:
+        if ctx.is_pre_ping:  # a stale pooled connection: SQLAlchemy reconnects by itself
+            return None
+        return translated(ctx.sqlalchemy_exception or ctx.original_exception, mapping)
+
+    return hook
 
 
 def dispose_engines() -> None:
@@ -56,28 +79,19 @@ def dispose_engines() -> None:
     _ENGINES.clear()
 
 
-def _safe(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
-
-
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """One session per unit of work: commit on success, roll back on any error."""
-    session = Session(engine, expire_on_commit=False)
-    try:
-        yield session
-        session.commit()
-    except SQLAlchemyError:
-        session.rollback()
-        raise
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    """One session per unit of work: commit on success, roll back on any error; store errors as StoreError."""
+    with map_exceptions(store_errors(str(engine.url))):
+        session = Session(engine, expire_on_commit=False)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
 
 def insert_ignore(session: Session, model: type[SQLModel], rows: Sequence[dict[str, Any]]) -> None:
@@ -87,12 +101,15 @@ def insert_ignore(session: Session, model: type[SQLModel], rows: Sequence[dict[s
     table = model.__table__  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(sqlite_insert(table).on_conflict_do_nothing(), list(rows))
     elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        session.execute(postgresql_insert(table).on_conflict_do_nothing(), list(rows))
     else:  # pragma: no cover - other dialects are not supported
         raise StoreError(f"unsupported database dialect {dialect}")
-    session.execute(insert(table).on_conflict_do_nothing(), list(rows))
 
 
 def table_names(engine: Engine) -> list[str]:
@@ -110,20 +127,21 @@ def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str], rows:
     if not rows:
         return
     cols = ", ".join(columns)
-    raw = engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        if engine.dialect.name == "sqlite":
-            marks = ", ".join("?" for _ in columns)
-            cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", rows)
-        else:
-            from psycopg2.extras import execute_values
+    with map_exceptions(store_errors(str(engine.url))):  # the driver's own errors: SQLAlchemy is not in between
+        raw = engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            if engine.dialect.name == "sqlite":
+                marks = ", ".join("?" for _ in columns)
+                cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", rows)
+            else:
+                from psycopg2.extras import execute_values
 
-            execute_values(cur, f"INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING", rows,
-                           page_size=5000)
-        raw.commit()
-    except BaseException:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()
+                execute_values(cur, f"INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING", rows,
+                               page_size=5000)
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()

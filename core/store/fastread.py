@@ -34,7 +34,8 @@ def store_url(config_path: Path | None) -> str:
 
 
 def sqlite_path(url: str) -> Path | None:
-    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    """The database file of a SQLite URL, without its query (``?timeout=5``); None for other stores."""
+    return Path(url[len("sqlite:///"):].split("?", 1)[0]) if url.startswith("sqlite:///") else None
 
 
 def _when(value: str | None) -> datetime | None:

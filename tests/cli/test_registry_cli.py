@@ -97,3 +97,25 @@ def test_score_and_trace_from_the_command_line(config, keel_home):
     assert t["model"]["version"] == 1 and t["approval"]["actor"] == "setup"
     assert _keel("trace", "nope", "--config", config)[0] == 2
     assert _keel("score", str(batch), "--out", "x.txt", "--config", config)[0] == 2
+
+
+def test_a_waiting_run_that_cannot_be_resumed_is_reported_on_stderr_and_the_rejection_stands(keel_home):
+    import os
+    import subprocess
+    import sys
+
+    config = world.build(keel_home.parent, versions=2)
+    ws = world.workspace(config)
+    registry.promote(ws, "churn", 1, "first", actor="setup")
+    flow_run_id = world.review_with_a_waiting_run(ws, 2)
+    api = f"http://127.0.0.1:{world.closed_port()}/api"
+    out = subprocess.run([sys.executable, "-m", "keel", "reject", "churn", "2", "--reason", "worse on log loss",
+                          "--config", str(config)], env={**os.environ, "PREFECT_API_URL": api},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, "the rejection is recorded"
+    assert out.stdout == "rejected: churn v2\n"
+    [line] = out.stderr.splitlines()
+    assert line.startswith(f"keel: decision recorded, but the waiting flow run {flow_run_id} could not be resumed: "
+                           f"the Prefect API at {api} cannot be reached (")
+    code, text = _keel("reviews", "--all", "--config", str(config), "--json")
+    assert code == 0 and json.loads(text)[0]["status"] == "rejected"

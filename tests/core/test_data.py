@@ -10,7 +10,7 @@ from keel.core.data.artifacts import Artifacts
 from keel.core.data.batches import read_batch
 from keel.core.data.contract import learn_contract, validate
 from keel.core.data.features import feature_spec, label_array
-from keel.core.errors import ConfigError, DataError, IntegrityError, UsageError
+from keel.core.errors import ChecksumMismatch, ConfigError, DataError, UsageError
 
 
 def test_read_batch_gives_one_line_errors(tmp_path):
@@ -100,5 +100,5 @@ def test_artifacts_are_content_addressed_and_verified(tmp_path):
     assert store.put_bytes(b"model text", ".txt") == (sha, path)
     assert store.read_verified(path, sha) == b"model text"
     path.write_bytes(b"model texT")
-    with pytest.raises(IntegrityError, match="does not match"):
+    with pytest.raises(ChecksumMismatch, match="does not match"):
         store.read_verified(path, sha)

@@ -20,3 +20,8 @@ def test_fast_runs_page_equals_queries_runs_page(keel_home):
         fast = fastread.runs_page(db, **kwargs)
         assert fast == orm, kwargs
     assert fastread.runs_page(keel_home / "missing.db")["rows"] == []
+
+
+def test_the_database_file_of_a_sqlite_url_ignores_its_query(tmp_path):
+    assert fastread.sqlite_path(f"sqlite:///{tmp_path}/keel.db?timeout=5") == tmp_path / "keel.db"
+    assert fastread.sqlite_path("postgresql://keel@db/keel?connect_timeout=5") is None

@@ -51,11 +51,11 @@ def test_promote_switches_alias_with_its_audit_event(ws):
 def test_rollback_returns_to_previous_version(ws):
     for v in (1, 2, 3):
         registry.promote(ws, "churn", v, f"v{v}", actor="alice")
-    assert registry.rollback(ws, "churn", "v3 misbehaves", actor="bob").version == 2
-    assert registry.rollback(ws, "churn", "v2 too", actor="bob").version == 1, "a second rollback goes further back"
+    assert registry.rollback(ws, "churn", "v3 misbehaves", actor="bob").model_version.version == 2
+    assert registry.rollback(ws, "churn", "v2 too", actor="bob").model_version.version == 1, "a second rollback goes further back"
     with pytest.raises(NotFound):
         registry.rollback(ws, "churn", "nothing before v1", actor="bob")
-    assert registry.rollback(ws, "churn", "back to the newest", to=3, actor="bob").version == 3
+    assert registry.rollback(ws, "churn", "back to the newest", to=3, actor="bob").model_version.version == 3
     with pytest.raises(Conflict):
         registry.rollback(ws, "churn", "already there", to=3, actor="bob")
     assert _prod_version(ws) == 3
@@ -81,12 +81,12 @@ def test_two_person_signoff_needs_distinct_approvers(keel_home):
     ws = world.workspace(world.build(keel_home.parent, versions=2, required=2))
     registry.promote(ws, "churn", 1, "first", actor="alice")
     registry.open_review(ws, "churn", 2, ["ambiguous AUC change"], None, None, actor="keel (pipeline)")
-    assert registry.approve(ws, "churn", 2, "looks fine", actor="alice").status == "open"
+    assert registry.approve(ws, "churn", 2, "looks fine", actor="alice").review.status == "open"
     for same_person in ("alice", "alice@192.168.1.9"):
         with pytest.raises(Conflict, match="someone else"):
             registry.approve(ws, "churn", 2, "again", actor=same_person)
     assert _prod_version(ws) == 1, "one approval of two changes nothing"
-    review = registry.approve(ws, "churn", 2, "agreed", actor="bob")
+    review = registry.approve(ws, "churn", 2, "agreed", actor="bob").review
     assert review.status == "approved" and _prod_version(ws) == 2
     with Session(ws.engine) as s:
         promo = s.exec(select(AuditEvent).where(AuditEvent.action == "promote", AuditEvent.version == 2)).one()
@@ -149,3 +149,26 @@ def test_history_answers_what_served_at_a_moment_and_why(ws):
     assert [(p["version"], p["reason"], p["actor"]) for p in then] == [(1, "first model", "alice")]
     assert history(ws.engine, "churn", datetime(2000, 1, 1)) == []
     assert history(ws.engine, "churn", datetime.now(UTC))[0]["reason"] == "v2 misfires"
+
+
+def test_an_approval_whose_waiting_run_cannot_be_resumed_stands_and_says_why(ws):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    registry.promote(ws, "churn", 1, "first", actor="alice")
+    flow_run_id = world.review_with_a_waiting_run(ws, 2)
+    api = f"http://127.0.0.1:{world.closed_port()}/api"
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        decision = registry.approve(ws, "churn", 2, "slices look fine", actor="bob")
+    assert decision.review.status == "approved" and _prod_version(ws) == 2, "the decision is recorded"
+    [run] = decision.waiting_runs
+    assert run.flow_run_id == flow_run_id and not run.resumed
+    assert run.message.startswith(f"decision recorded, but the waiting flow run {flow_run_id} could not be resumed: "
+                                  f"the Prefect API at {api} cannot be reached (")
+    assert "\n" not in run.message
+
+
+def test_a_decision_with_no_waiting_run_reports_none(ws):
+    registry.promote(ws, "churn", 1, "first", actor="alice")
+    registry.open_review(ws, "churn", 2, ["ambiguous AUC change"], None, None, actor="keel (pipeline)")
+    assert registry.reject(ws, "churn", 2, "worse on log loss", actor="bob").waiting_runs == ()
+    assert registry.promote(ws, "churn", 3, "by hand", actor="alice").waiting_runs == ()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 
 from keel.core.config import parse_config
 from keel.core.data.features import feature_spec
+from keel.core.errors import ModelError
 from keel.core.model.train import load_booster, model_params, predict, train_model
 
 
@@ -41,3 +43,14 @@ def test_unseen_categories_and_nulls_score_without_error():
     new = _frame(3, colours=("red", "green", "purple")).with_columns(pl.lit(None, dtype=pl.Float64).alias("x"))
     scores = predict(load_booster(model.text), new, spec, model.categories)
     assert np.isfinite(scores).all()
+
+
+def test_a_lightgbm_failure_in_training_is_one_line_naming_the_stage():
+    cfg = parse_config({"model": "m", "target": "y"})
+    frame = _frame(3)
+    spec = feature_spec(cfg, frame)
+    with pytest.raises(ModelError) as caught:
+        train_model(frame, spec, model_params({"objective": "nonsense"}, 1), 5)
+    assert str(caught.value) == "LightGBM failed while training: Unknown objective type name: nonsense"
+    with pytest.raises(ModelError, match=r"^LightGBM failed while training: Check failed: \(num_data\) > \(0\)$"):
+        train_model(frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("y")), spec, model_params({}, 1), 5)

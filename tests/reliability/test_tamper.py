@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from keel.cli.main import cli
-from keel.core.errors import IntegrityError
+from keel.core.errors import ChecksumMismatch
 from keel.core.registry import audit
 from keel.core.registry import transactions as registry
 from keel.core.store.models import ModelVersion
@@ -74,9 +74,9 @@ def test_one_changed_byte_of_a_model_file_blocks_promote_and_rollback(ws):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="does not match its SHA-256"):
+    with pytest.raises(ChecksumMismatch, match="does not match its SHA-256"):
         registry.promote(ws, "churn", 3, "try the tampered one", actor="alice")
-    with pytest.raises(IntegrityError):
+    with pytest.raises(ChecksumMismatch):
         registry.rollback(ws, "churn", "go back to v3", to=3, actor="alice")
     runner = CliRunner()
     for args in (["promote", "churn", "3"], ["rollback", "churn", "--to", "3"]):
@@ -93,5 +93,5 @@ def test_a_model_file_that_hashes_right_but_does_not_load_is_refused(ws):
         mv = s.exec(select(ModelVersion).where(ModelVersion.version == 1)).one()
     sha, dest = ws.artifacts.put_bytes(b"not a lightgbm model\n", ".txt")
     _sql(ws, f"UPDATE model_version SET artifact_sha256 = '{sha}', artifact_uri = '{dest}' WHERE id = {mv.id}")
-    with pytest.raises(IntegrityError, match="does not load"):
+    with pytest.raises(ChecksumMismatch, match="does not load"):
         registry.rollback(ws, "churn", "to v1", to=1, actor="alice")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session, col, select
 
-from keel.core.store.models import Alert, Alias, AuditEvent, ModelVersion, Review
+from keel.core.store.models import Alert, Alias, AuditEvent, ModelVersion, PipelineRun, Review
 from keel.tui.app import KeelApp
 from keel.tui.modals.confirm import ConfirmModal
 from keel.tui.modals.error import ErrorModal
@@ -259,3 +259,33 @@ async def test_compare_shows_the_estimate_against_the_labels_and_why_it_missed(s
         for r in record["rows"]:
             assert f"{100 * r['miss']:+.1f}" in text
             assert ("; ".join(r["why"]) or "within 2 points")[:12] in text, text
+
+
+async def test_a_waiting_run_that_cannot_be_resumed_is_shown_as_a_warning_after_approve(store, monkeypatch):
+    import uuid
+
+    from registry_world import closed_port
+
+    config = store()
+    flow_run_id = str(uuid.uuid4())
+    with Session(_engine()) as s:  # the run that opened v3's review waits on it, but no Prefect server knows it
+        review = s.exec(select(Review)).one()
+        run = s.get(PipelineRun, review.run_id)
+        run.status, run.flow_run_id = "waiting", flow_run_id
+        s.add(run)
+        s.commit()
+    # the worker thread reads Prefect's settings from the environment unless an earlier test left it a context
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{closed_port()}/api")
+    app = KeelApp(config, refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _view(pilot, "4")
+        await pilot.press("A")
+        await _confirm(pilot, "3", "better recall; drift understood")
+        await _ready(pilot)
+        await until(pilot, lambda: any(n.severity == "warning" for n in app._notifications))
+        [warning] = [n for n in app._notifications if n.severity == "warning"]
+        assert warning.title == "Pipeline run not resumed"
+        assert warning.message.startswith(f"decision recorded, but the waiting flow run {flow_run_id} could not be "
+                                          "resumed: the Prefect API")  # cannot be reached, or does not know it
+    assert _production() == 3, "the approval stands"

@@ -110,22 +110,28 @@ class KeelScreen(Screen[None]):
         ws = self.keel.ctx.workspace()
         kind, model, version = request.kind, request.model, request.version
         if kind == "approve":
-            review = registry.approve(ws, model, version, reason)
-            text = (f"approved {model} v{version}: now in production" if review.status == "approved"
+            decision = registry.approve(ws, model, version, reason)
+            text = (f"approved {model} v{version}: now in production" if decision.review.status == "approved"
                     else f"approval of {model} v{version} recorded; more approvals needed")
         elif kind == "reject":
-            registry.reject(ws, model, version, reason)
+            decision = registry.reject(ws, model, version, reason)
             text = f"rejected {model} v{version}"
         elif kind == "rollback":
-            registry.rollback(ws, model, reason, to=version)
+            decision = registry.rollback(ws, model, reason, to=version)
             text = f"rolled {model} back to v{version}"
         elif kind == "promote":
-            registry.promote(ws, model, version, reason)
+            decision = registry.promote(ws, model, version, reason)
             text = f"promoted {model} v{version} to production"
         else:  # pragma: no cover
             raise ValueError(kind)
-        self.post_message(ActionDone(text))
+        runs = decision.waiting_runs
+        self.post_message(ActionDone(text, notes=tuple(r.message for r in runs if r.resumed),
+                                     warnings=tuple(r.message for r in runs if not r.resumed)))
 
     def on_action_done(self, message: ActionDone) -> None:
         self.notify(message.text, title="Done", timeout=4)
+        for note in message.notes:
+            self.notify(note, title="Pipeline run", timeout=6)
+        for warning in message.warnings:  # the decision stands; the operator must know the run did not resume
+            self.notify(warning, title="Pipeline run not resumed", severity="warning", timeout=15)
         self.reload()
