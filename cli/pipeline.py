@@ -16,9 +16,14 @@ def _run_flow(batch: str, config: str) -> dict[str, Any]:
     thread sleeps in 1 s steps and is joined at the end, which cost about 0.8 s of every flow run."""
     from keel.flows.run_pipeline import run_pipeline  # first: importing keel.flows configures Prefect
 
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # isort: skip
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # isort: skip
 
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    from keel.core.errors import map_exceptions, prefect_errors
+    from keel.flows.settings import require_api
+
+    require_api(PREFECT_API_URL.value())
+    with map_exceptions(prefect_errors(PREFECT_API_URL.value(), f"the run of {batch}")), temporary_settings(
+            updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         return run_pipeline(batch=batch, config=config)
 
 

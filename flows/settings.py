@@ -52,3 +52,18 @@ def configure_prefect(home: Path | None = None) -> None:
         from prefect.context import refresh_global_settings_context
 
         refresh_global_settings_context()
+
+
+def require_api(api: str | None, timeout: float = 5.0) -> None:
+    """Fail in one line, before a flow starts or the store is touched, when PREFECT_API_URL names a server
+    that does not answer (no URL: Prefect starts its temporary server)."""
+    if not api:
+        return
+    import httpx
+
+    from keel.core.errors import PrefectError, reason
+
+    try:
+        httpx.get(f"{api.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise PrefectError(f"the Prefect API at {api} cannot be reached ({reason(exc)})") from exc

@@ -85,3 +85,19 @@ def test_an_artifact_folder_that_cannot_be_written_fails_in_one_line_naming_it(k
     [line] = result.output.splitlines()
     assert line.startswith(f"keel: cannot write {artifacts}/")
     assert line.endswith(f" in the artifact store at {artifacts} (Not a directory)")
+
+
+def test_keel_run_against_a_prefect_api_that_does_not_answer_fails_in_one_line_and_writes_nothing(keel_home):
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = world.write_config(keel_home.parent)
+    batch = world.make_batch(keel_home.parent)
+    out = _keel("run", str(batch), "--config", str(config),
+                env={"PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "KEEL_HOME": str(keel_home)})
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip() == (f"keel: the Prefect API at http://127.0.0.1:{port}/api cannot be reached "
+                                  "([Errno 111] Connection refused)")
+    assert not (keel_home / "keel.db").exists(), "nothing was written before Prefect answered"
