@@ -12,8 +12,9 @@ from keel.flows.settings import configure_prefect
 
 configure_prefect()  # before Prefect
 
+from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from sqlmodel import select
 
@@ -32,6 +33,18 @@ class ReviewAnswer(RunInput):
     review_id: int | None = None
 
 
+def _deployed() -> bool:
+    context = FlowRunContext.get()
+    return bool(context and context.flow_run and context.flow_run.deployment_id)
+
+
+def _review_id(ws: Workspace, version: int) -> int | None:
+    with ws.session() as session:
+        mv = registry.get_version(session, ws.cfg.model, version)
+        review = session.exec(select(Review).where(Review.candidate_version_id == mv.id)).first()
+        return review.id if review else None
+
+
 def _state(ws: Workspace, version: int) -> tuple[str, str]:
     with ws.session() as session:
         mv = registry.get_version(session, ws.cfg.model, version)
@@ -39,18 +52,26 @@ def _state(ws: Workspace, version: int) -> tuple[str, str]:
         return (review.status if review else "open"), mv.status
 
 
-def wait_for_review(ws: Workspace, version: int, review_id: int | None, run_id: str, decision: dict[str, Any]) -> None:
-    """Pause until the review is decided (or times out, which rejects); updates ``decision`` in place."""
+def wait_for_review(ws: Workspace, version: int, run_id: str, decision: dict[str, Any]) -> None:
+    """Wait until the candidate's review is decided in keel (or times out, which rejects); updates ``decision``
+    in place. A run started from a deployment suspends (its process exits and holds no worker; it is rerun
+    from the top on resume, every stage a cache hit, and comes back here to read the decision); an ad-hoc run
+    pauses in its process."""
     timeout = ws.cfg.review.timeout
-    records.update_run(ws, run_id, status="waiting")
+    review_id = _review_id(ws, version)
     answer: ReviewAnswer | None = None
-    try:
-        if _state(ws, version)[0] == "open":  # decided already (before the pause): nothing to wait for
-            answer = pause_flow_run(wait_for_input=ReviewAnswer, key=f"keel-review-{review_id}", timeout=timeout,
-                                    poll_interval=max(1, min(10, timeout // 10)))
-    except FlowPauseTimeout:
-        answer = None
-    finally:
+    if _state(ws, version)[0] == "open":  # decided already (before the wait, or while suspended): no wait
+        records.update_run(ws, run_id, status="waiting")
+        key = f"keel-review-{review_id}"
+        try:
+            if _deployed():
+                # no Prefect timeout: the review sweeper rejects a review left open past [review] timeout
+                answer = suspend_flow_run(wait_for_input=ReviewAnswer, key=key)
+            else:
+                answer = pause_flow_run(wait_for_input=ReviewAnswer, key=key, timeout=timeout,
+                                        poll_interval=max(1, min(10, timeout // 10)))
+        except FlowPauseTimeout:
+            answer = None
         records.update_run(ws, run_id, status="running")
     review_status, _ = _state(ws, version)
     if answer is None and review_status == "open":

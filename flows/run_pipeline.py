@@ -9,11 +9,8 @@ keel.core.pipeline.run.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from keel.flows.settings import configure_prefect
@@ -22,8 +19,9 @@ configure_prefect()  # before Prefect: a worker loads this file by path in a fre
 
 from prefect import Task, flow, get_run_logger, task
 from prefect.context import get_run_context
+from prefect.exceptions import Pause
 
-from keel.core.config import ContractConfig, DriftConfig, Settings
+from keel.core.config import ContractConfig, DriftConfig
 from keel.core.data.features import Columns
 from keel.core.errors import KeelError
 from keel.core.pipeline import run as book
@@ -31,6 +29,8 @@ from keel.core.pipeline import stages as core
 from keel.core.store import records
 from keel.core.workspace import Workspace
 from keel.flows.caching import CACHED
+from keel.flows.locks import model_lock
+from keel.flows.workspace import open_ref, workspace_ref
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -42,47 +42,32 @@ IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "
                               "retry_condition_fn": _transient}
 
 
-@lru_cache(maxsize=8)
-def _open(wsref: str) -> Workspace:
-    ref = json.loads(wsref)
-    settings = Settings(home=Path(ref["home"]), database_url=ref["db"], artifacts_url=ref["artifacts"])
-    return Workspace.open(ref["config"], settings)
-
-
-def workspace_ref(config: str, home: str | None = None) -> str:
-    """A JSON reference to a workspace that any worker process can open again."""
-    base = Settings(home=Path(home)) if home else Settings()
-    ws = Workspace.open(config, base)
-    return json.dumps({"config": str(Path(config).resolve()), "home": str(ws.settings.home_path),
-                       "db": ws.settings.db_url, "artifacts": str(ws.settings.artifacts_path)}, sort_keys=True)
-
-
 # --- tasks: each receives everything it reads ------------------------------------------------------------
 
 
 @task(name="ingest", **IO_RETRIES)
 def ingest(wsref: str, path: str) -> dict[str, Any]:
     """Hash the batch, store its immutable copy, register the dataset version."""
-    return core.ingest(_open(wsref), path)
+    return core.ingest(open_ref(wsref), path)
 
 
 @task(name="validate", cache_policy=CACHED, persist_result=True)
 def validate(wsref: str, dataset_id: str, contract: dict[str, Any], rules: dict[str, Any]) -> dict[str, Any]:
     """Check the batch against the data contract under the [contract] limits."""
-    return core.validate_batch(_open(wsref), dataset_id, contract, ContractConfig(**rules))
+    return core.validate_batch(open_ref(wsref), dataset_id, contract, ContractConfig(**rules))
 
 
 @task(name="score", cache_policy=CACHED, persist_result=True)
 def score(wsref: str, dataset_id: str, model: dict[str, Any], bad: list[int]) -> Any:
     """Score the batch with the production model (keel.core.pipeline.stages.scorer)."""
-    return core.score(_open(wsref), dataset_id, model, bad)
+    return core.score(open_ref(wsref), dataset_id, model, bad)
 
 
 @task(name="drift", cache_policy=CACHED, persist_result=True)
 def drift(wsref: str, reference_id: str, dataset_id: str, production: dict[str, Any], bad: list[int],
           settings: dict[str, Any], scores: Any) -> dict[str, Any]:
     """Drift of inputs, predictions and labels against the production model's training data, under [drift]."""
-    ws = _open(wsref)
+    ws = open_ref(wsref)
     holdout = production.get("holdout_dataset_id")
     ref_scores = core.score(ws, holdout, production, []) if holdout else None
     return core.drift(ws, reference_id, dataset_id, production, bad, DriftConfig(**settings), ref_scores, scores)
@@ -92,26 +77,26 @@ def drift(wsref: str, reference_id: str, dataset_id: str, production: dict[str, 
 def monitor(wsref: str, dataset_id: str, production: dict[str, Any], scores: Any, bad: list[int],
             threshold: float) -> dict[str, Any] | None:
     """Production metrics on the labelled batch at the [monitor] threshold."""
-    return core.monitor(_open(wsref), dataset_id, production, scores, bad, threshold)
+    return core.monitor(open_ref(wsref), dataset_id, production, scores, bad, threshold)
 
 
 @task(name="datasets", **IO_RETRIES)
 def datasets(wsref: str, window: list[str]) -> dict[str, Any]:
     """Build and register the training set and the holdout from the window."""
-    return core.make_training_sets(_open(wsref), window)
+    return core.make_training_sets(open_ref(wsref), window)
 
 
 @task(name="train", cache_policy=CACHED, persist_result=True)
 def train(wsref: str, train_id: str, columns: dict[str, Any], params: dict[str, Any], rounds: int) -> dict[str, Any]:
     """Train a LightGBM candidate on the training set, with keel.toml's column roles and [retrain] params."""
-    return core.train(_open(wsref), train_id, Columns(**columns), params, rounds)
+    return core.train(open_ref(wsref), train_id, Columns(**columns), params, rounds)
 
 
 @task(name="evaluate", cache_policy=CACHED, persist_result=True)
 def evaluate(wsref: str, holdout_id: str, candidate: dict[str, Any], production: dict[str, Any] | None,
              threshold: float, alpha: float, n_boot: int) -> dict[str, Any]:
     """Candidate and production on the same holdout, compared at the [gate] alpha."""
-    return core.evaluate(_open(wsref), holdout_id, candidate, production, threshold, alpha, n_boot)
+    return core.evaluate(open_ref(wsref), holdout_id, candidate, production, threshold, alpha, n_boot)
 
 
 # --- the stage recorder -------------------------------------------------------------------------------------
@@ -166,10 +151,12 @@ def _flow_run_id() -> str | None:
 def run_pipeline(batch: str, config: str = "keel.toml", home: str | None = None) -> dict[str, Any]:
     """Take one batch through the whole pipeline; returns the run summary (keel.core.pipeline.run.RunSummary)."""
     wsref = workspace_ref(config, home)
-    ws = _open(wsref)
+    ws = open_ref(wsref)
     run = book.RunSummary(records.start_run(ws, str(batch), _flow_run_id()), ws.cfg.model, str(batch))
     try:
         return _stages(ws, wsref, run)
+    except Pause:  # suspended for a review: the run waits (its row says so); no failure, no alert
+        raise
     except BaseException as exc:
         if problem := book.fail(ws, run, exc):
             get_run_logger().error("alerting on the failed run failed too: %s", problem)
@@ -210,6 +197,14 @@ def _stages(ws: Workspace, wsref: str, run: book.RunSummary) -> dict[str, Any]:
     else:
         stage.skip(("score", "drift", "monitor"), "no production model yet")
 
+    with model_lock(cfg.model):  # one model's decide-train-gate, one run at a time across workers
+        return _decide_and_retrain(ws, wsref, run, plan, writes, stage, columns)
+
+
+def _decide_and_retrain(ws: Workspace, wsref: str, run: book.RunSummary, plan: book.Plan, writes: book.Writes,
+                        stage: Stages, columns: dict[str, Any]) -> dict[str, Any]:
+    cfg, production, ds = ws.cfg, plan.production, {"id": run.dataset_version, "labelled_rows": run.labelled_rows}
+    bad_count = run.quarantined_rows
     n_drifted = len(run.drift["drifted"]) if run.drift else 0
     if plan.replay:  # a replay takes the first run's decision, so it changes nothing
         prior = plan.prior_summary()
@@ -217,7 +212,7 @@ def _stages(ws: Workspace, wsref: str, run: book.RunSummary) -> dict[str, Any]:
             "retrain_reasons", [])
         stage("decide", lambda: {"retrain": retrain, "reasons": why}, detail=lambda r: r)
     else:
-        retrain, why = stage("decide", core.should_retrain, ws, production, ds["labelled_rows"] - len(bad),
+        retrain, why = stage("decide", core.should_retrain, ws, production, ds["labelled_rows"] - bad_count,
                              n_drifted, run.metrics, detail=lambda r: {"retrain": r[0], "reasons": r[1]})
     run.retrain, run.retrain_reasons = retrain, why
     if not retrain:
@@ -237,11 +232,11 @@ def _stages(ws: Workspace, wsref: str, run: book.RunSummary) -> dict[str, Any]:
                      detail=lambda r: r)
     run.model_version, run.evaluation, run.candidate_metrics = (candidate.version, evaluation.get("comparison"),
                                                                 evaluation["candidate"])
-    review = writes.decision(candidate, decision, evaluation)
-    if review is not None and cfg.review.wait:  # wait for the decision taken in keel; a timeout rejects
+    writes.decision(candidate, decision, evaluation)
+    if decision["outcome"] == "review" and cfg.review.wait and not plan.replay:  # the decision taken in keel
         from keel.flows.review_wait import wait_for_review
 
-        wait_for_review(ws, candidate.version, review.id, run.run_id, decision)  # the decision, as taken
+        wait_for_review(ws, candidate.version, run.run_id, decision)
     run.decision, run.reasons = book.DECISION_WORDS[decision["outcome"]], decision["reasons"]
     return book.finish(ws, run, plan, writes, "completed")
 

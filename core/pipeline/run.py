@@ -89,10 +89,13 @@ class Plan:
 
 
 def plan_run(ws: Workspace, run_id: str, dataset_id: str) -> Plan:
-    """Fresh, restarted or replay: decided here, once, and written on the run's row."""
+    """Fresh, resumed, restarted or replay: decided here, once, and written on the run's row."""
     prior = records.completed_run(ws, dataset_id)
-    killed = records.unfinished_run(ws, dataset_id, run_id) if prior is None else None
-    first = prior or killed
+    with ws.session() as session:
+        own = session.get(PipelineRun, run_id)
+        resumed = own is not None and own.batch_id == dataset_id  # planned before, then suspended and resumed
+    killed = records.unfinished_run(ws, dataset_id, run_id) if prior is None and not resumed else None
+    first = prior or (own if resumed else None) or killed  # judged against the production it was judged against
     if first is not None:
         production = stages.version_ref(ws, first.production_before)
     else:

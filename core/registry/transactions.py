@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import update
@@ -403,3 +404,28 @@ def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
 def _need_reason(reason: str | None) -> None:
     if not reason or not reason.strip():
         raise UsageError("every registry action needs a reason (--reason TEXT)")
+
+
+def expire_reviews(ws: Workspace, timeout: int, *, now: datetime | None = None) -> list[Decision]:
+    """Reject every open review of this model older than ``timeout`` seconds (nothing is promoted by default);
+    a run waiting on one is resumed with that decision. What a review sweeper runs on a schedule."""
+    cutoff = (now or utcnow()) - timedelta(seconds=timeout)
+    with ws.session() as session:
+        open_ = session.exec(select(Review).where(Review.model_name == ws.cfg.model, Review.status == "open")).all()
+        versions = [(session.get(ModelVersion, r.candidate_version_id), r.created_at) for r in open_
+                    if _utc(r.created_at) < cutoff]
+    decided = []
+    for mv, opened in versions:
+        if mv is None:
+            continue
+        why = f"the review timed out: open since {opened:%Y-%m-%d %H:%M} UTC, over {timeout} s with no decision"
+        try:
+            decided.append(reject(ws, ws.cfg.model, mv.version, why, actor=f"{current_actor()} (review sweeper)",
+                                  authorise=False, details={"timeout": timeout}))
+        except Conflict:  # decided meanwhile by a person: theirs stands
+            continue
+    return decided
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at  # SQLite hands back naive UTC times

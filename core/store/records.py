@@ -37,6 +37,15 @@ def clean(value: Any) -> Any:
 
 
 def start_run(ws: Workspace, source: str, flow_run_id: str | None, flow: str = "run_pipeline") -> str:
+    """A new run row; a flow run that comes back (resumed after a suspension) keeps the row it had."""
+    if flow_run_id is not None:
+        with ws.session() as session:
+            found = session.exec(select(PipelineRun).where(PipelineRun.flow_run_id == flow_run_id,
+                                                           PipelineRun.flow == flow)).first()
+            if found is not None:
+                found.status = "running"
+                session.add(found)
+                return found.id
     run_id = str(uuid.uuid4())
     with ws.session() as session:
         session.add(PipelineRun(id=run_id, flow_run_id=flow_run_id, flow=flow, model_name=ws.cfg.model,
