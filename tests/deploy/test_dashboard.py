@@ -13,6 +13,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
@@ -513,3 +520,131 @@ def test_annotations_mark_each_alert_at_its_batch(store):
     assert [utc(r[0]) for r in rows] == [WEEKS[1], WEEKS[2], WEEKS[2], WEEKS[3]]
     assert all(r[1].startswith(f"{MODEL}: ") for r in rows)
     assert {r[2] for r in rows} == {"drift,warning", "drop,critical"}
+
+
+# --- Prometheus -----------------------------------------------------------------------------------------
+
+
+def _yaml(name: str) -> Any:
+    return yaml.safe_load((PROMETHEUS / name).read_text())
+
+
+def _seconds(duration: str) -> int:
+    m = re.fullmatch(r"(\d+)([smh])", duration)
+    assert m, duration
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _rules() -> list[dict[str, Any]]:
+    return [rule for group in _yaml("keel-rules.yml")["groups"] for rule in group["rules"]]
+
+
+def test_prometheus_scrapes_keel_metrics_serve_where_it_listens_by_default():
+    from keel.cli.monitor import serve_cmd
+
+    defaults = {p.name: p.default for p in serve_cmd.params}
+    cfg = _yaml("prometheus.yml")
+    jobs = {job["job_name"]: job for job in cfg["scrape_configs"]}
+    keel = jobs["keel"]
+    assert [t for sc in keel["static_configs"] for t in sc["targets"]] == ["127.0.0.1:9108"]
+    assert f"{defaults['host']}:{defaults['port']}" == "127.0.0.1:9108"
+    assert keel.get("metrics_path", "/metrics") == "/metrics"
+    interval = _seconds(keel.get("scrape_interval", cfg["global"]["scrape_interval"]))
+    assert 15 <= interval <= 120, "values change once per batch; faster only reads the store more often"
+    assert _seconds(cfg["global"].get("scrape_timeout", "10s")) < interval
+    assert cfg["rule_files"] == ["keel-rules.yml"] and (PROMETHEUS / "keel-rules.yml").is_file()
+
+
+def test_alert_rules_are_well_formed_and_each_has_a_rule_test():
+    rules = _rules()
+    assert {r["alert"] for r in rules} >= {"KeelMetricBelowThreshold", "KeelOpenAlerts", "KeelExporterDown"}
+    for rule in rules:
+        assert re.fullmatch(r"Keel[A-Za-z]+", rule["alert"]) and rule["expr"].strip()
+        assert rule["labels"]["severity"] in ("critical", "warning", "{{ $labels.severity }}"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        if "for" in rule:
+            _seconds(rule["for"])
+    tests = _yaml("keel-rules.test.yml")
+    assert tests["rule_files"] == ["keel-rules.yml"]
+    tested = {case["alertname"] for t in tests["tests"] for case in t["alert_rule_test"] if case["exp_alerts"]}
+    assert tested == {r["alert"] for r in rules}, "every rule has a unit test that makes it fire"
+
+
+def _promtool() -> str:
+    found = os.environ.get("PROMTOOL") or shutil.which("promtool")
+    if not found:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus; or set PROMTOOL)")
+    return found
+
+
+def test_promtool_accepts_the_config_and_the_rules_and_passes_the_rule_tests():
+    promtool = _promtool()
+    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "keel-rules.yml"],
+                 ["test", "rules", "keel-rules.test.yml"]):
+        out = subprocess.run([promtool, *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"promtool {' '.join(args)}:\n{out.stdout}{out.stderr}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port: int, proc: subprocess.Popen[str]) -> str:
+    for _ in range(300):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+    raise AssertionError("keel metrics serve did not answer")
+
+
+def _samples(body: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            m = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
+            assert m, line
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out.setdefault(m.group(1), []).append((labels, float(m.group(3))))
+    return out
+
+
+def test_keel_metrics_serve_answers_with_what_the_alert_rules_read(keel_home, tmp_path):
+    from keel.core.config import Settings
+
+    build_store(tmp_path, Settings(home=keel_home))  # SQLite under KEEL_HOME: what `keel metrics serve` opens
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "keel", "metrics", "serve", "--port", str(port)],
+                            env={**os.environ, "KEEL_HOME": str(keel_home)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        body = _scrape(port, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    served = _samples(body)
+    for rule in _rules():
+        for name in re.findall(r"\b(keel_\w+)", rule["expr"]):
+            assert name in served, f"{rule['alert']} reads {name}, which keel does not serve"
+
+    def sample(name: str, **labels: str) -> float:
+        found = [v for lab, v in served[name] if labels.items() <= lab.items()]
+        assert len(found) == 1, (name, labels, served[name])
+        return found[0]
+
+    # the newest points: the third batch's realised roc_auc breached its threshold, the fourth's estimate too
+    assert sample("keel_metric_alert", model=MODEL, scope="batch", metric="roc_auc") == 1.0
+    assert sample("keel_metric", model=MODEL, scope="batch", metric="roc_auc") == pytest.approx(REALISED[2]["roc_auc"])
+    assert sample("keel_metric_lower", model=MODEL, scope="batch", metric="roc_auc") == pytest.approx(
+        TRAIN["roc_auc"] - MAX_DROP)
+    assert sample("keel_metric_alert", model=MODEL, scope="estimate", metric="roc_auc") == 1.0
+    assert sample("keel_metric_alert", model=OTHER, scope="batch", metric="roc_auc") == 0.0
+    assert sample("keel_alerts_open", model=MODEL, rule="drift", severity="warning") == 2.0  # one of three acked
+    assert sample("keel_alerts_open", model=MODEL, rule="failure", severity="critical") == 1.0
+    if os.environ.get("PROMTOOL") or shutil.which("promtool"):
+        lint = subprocess.run([_promtool(), "check", "metrics"], input=body, capture_output=True, text=True,
+                              timeout=60)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
