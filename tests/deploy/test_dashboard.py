@@ -373,30 +373,31 @@ def test_every_query_is_per_model_and_every_time_series_is_by_batch_time():
 # --- every query on the real store ----------------------------------------------------------------------
 
 
-@pytest.mark.postgres
-def test_every_query_runs_on_the_store_and_gives_grafana_the_columns_it_needs(store):
-    engine = store["ws"].engine
+def check_every_query(engine: Engine, start: datetime, end: datetime, model: str, nonempty: bool = True) -> int:
+    """Run every query of the dashboard as Grafana would: the variables from their own queries, the row once
+    per model, a repeated panel once per value of its variable. Returns how many queries ran."""
     dash = load_dashboard()
-    _, models = run(engine, grafana_sql(query("variable model").sql, {}, START, END))
+    _, models = run(engine, grafana_sql(query("variable model").sql, {}, start, end))
     everything = {"model": [m for (m,) in models]}
+    assert model in everything["model"]
     for name in ("metric", "estimated"):
-        _, found = run(engine, grafana_sql(query(f"variable {name}").sql, everything, START, END))
+        _, found = run(engine, grafana_sql(query(f"variable {name}").sql, everything, start, end))
         everything[name] = [v for (v,) in found]
+        assert everything[name], f"variable {name} lists nothing"
     ran = 0
     for q in queries(dash):
         repeat = (q.panel or {}).get("repeat")
-        # a repeated panel runs once per value of its variable, each value quoted on its own
         for value in everything[repeat] if repeat and repeat != "model" else [None]:
-            for model in everything["model"]:  # the row repeats per model
-                variables = {**everything, "model": [model]}
+            for each in everything["model"]:
+                variables = {**everything, "model": [each]}
                 if value is not None:
-                    variables[repeat] = [value]
-                names, rows = run(engine, grafana_sql(q.sql, variables, START, END))
+                    variables[repeat] = [value]  # each repeated panel has one value, quoted on its own
+                names, rows = run(engine, grafana_sql(q.sql, variables, start, end))
                 ran += 1
                 if q.format == "time_series":
                     assert "time" in names, q.where
                     times = [utc(r[names.index("time")]) for r in rows]
-                    assert times == sorted(times), f"{q.where}: not sorted by time"
+                    assert None not in times and times == sorted(times), f"{q.where}: not sorted by time"
                     for r in rows:
                         for name, v in zip(names, r, strict=True):
                             if name not in ("time", "metric"):
@@ -404,11 +405,14 @@ def test_every_query_runs_on_the_store_and_gives_grafana_the_columns_it_needs(st
                 for override in (q.panel or {}).get("fieldConfig", {}).get("overrides", []):
                     if override["matcher"]["id"] == "byName":
                         assert override["matcher"]["options"] in names, f"{q.where}: no column {override}"
-            if q.where.startswith("panel"):
-                _, rows = run(engine, grafana_sql(q.sql, {**everything, "model": [MODEL],
-                                                          **({repeat: [value]} if value else {})}, START, END))
-                assert rows, f"{q.where} ({value}) is empty on {MODEL}"
-    assert ran > 20
+                if nonempty and q.where.startswith("panel") and each == model:
+                    assert rows, f"{q.where} ({value}) is empty on {model}"
+    return ran
+
+
+@pytest.mark.postgres
+def test_every_query_runs_on_the_store_and_gives_grafana_the_columns_it_needs(store):
+    assert check_every_query(store["ws"].engine, START, END, MODEL) > 20
 
 
 @pytest.mark.postgres
@@ -520,6 +524,75 @@ def test_annotations_mark_each_alert_at_its_batch(store):
     assert [utc(r[0]) for r in rows] == [WEEKS[1], WEEKS[2], WEEKS[2], WEEKS[3]]
     assert all(r[1].startswith(f"{MODEL}: ") for r in rows)
     assert {r[2] for r in rows} == {"drift,warning", "drop,critical"}
+
+
+# --- the store the pipeline fills ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pipeline_database(keel_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with fresh_database() as url:
+        monkeypatch.setenv("KEEL_DATABASE_URL", url)
+        yield url
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.usefixtures("prefect_server")
+def test_dashboard_reads_what_the_pipeline_stores_on_postgres(pipeline_database, demo_slices, demo_config):
+    from collections import Counter
+
+    from sqlmodel import Session, select
+
+    from keel.core.store.engine import get_engine
+    from keel.core.store.models import Alert, DatasetVersion, DriftReport, FeatureDrift, MetricPoint
+    from keel.flows.run_pipeline import run_pipeline
+
+    summaries = [run_pipeline(batch=str(b), config=str(demo_config)) for b in demo_slices[:3]]
+    assert [s["status"] for s in summaries] == ["completed"] * 3
+    model, start, end = summaries[0]["model"], datetime(2013, 1, 1, tzinfo=UTC), datetime(2014, 1, 1, tzinfo=UTC)
+    engine = get_engine(pipeline_database)
+    assert check_every_query(engine, start, end, model, nonempty=False) > 10
+    with Session(engine) as s:
+        points = s.exec(select(MetricPoint).where(MetricPoint.model_name == model)).all()
+        data_to = dict(s.exec(select(DatasetVersion.id, DatasetVersion.data_to)).all())
+        reports = s.exec(select(DriftReport)).all()
+        features = s.exec(select(FeatureDrift)).all()
+        alerts = s.exec(select(Alert).where(Alert.model_name == model)).all()
+    scored = [x["dataset_version"] for x in summaries[1:]]  # the first batch trained the first model
+
+    def rows(where: str, **variables: list[str]) -> list[tuple[Any, ...]]:
+        q = query(where)
+        _, out = run(engine, grafana_sql(q.sql, {"model": [model], **variables}, start, end))
+        return [(utc(r[0]), *r[1:]) for r in out] if q.format == "time_series" else out
+
+    realised = {(p.dataset_id, p.name): p for p in points if p.scope == "batch"}
+    for metric in ("roc_auc", "accuracy", "f1", "log_loss"):
+        got = rows("panel $metric against its thresholds", metric=[metric])
+        want = sorted((utc(data_to[d]), p.value, p.lower, p.upper, p.value if p.alert else None)
+                      for (d, name), p in realised.items() if name == metric)
+        assert [r[0] for r in got] == [utc(data_to[d]) for d in scored], "one point per scored batch, at its time"
+        assert got == [pytest.approx(w) for w in want]
+        assert all(r[2] is not None or r[3] is not None for r in got), f"{metric} has its threshold alongside"
+    for metric in ("accuracy", "roc_auc", "positive_rate"):
+        got = rows("panel $estimated: estimate without labels against realised", estimated=[metric])
+        estimates = sorted((utc(data_to[p.dataset_id]), p) for p in points if p.scope == "estimate" and p.name == metric)
+        assert [r[0] for r in got] == [t for t, _ in estimates] == [utc(data_to[d]) for d in scored]
+        for r, (_, e) in zip(got, estimates, strict=True):
+            if metric == "positive_rate":
+                real = realised[(e.dataset_id, "positives")].value / realised[(e.dataset_id, "n")].value
+            else:
+                real = realised[(e.dataset_id, metric)].value
+            assert r[1:] == pytest.approx((e.value, real, e.lower, e.upper))
+    per_report = {r.id: [f.drifted for f in features if f.report_id == r.id] for r in reports}
+    want = sorted((utc(data_to[r.dataset_id]), sum(per_report[r.id]) / len(per_report[r.id])) for r in reports)
+    assert len(want) == 2 and rows("panel Drifted share of features") == [pytest.approx(w) for w in want]
+    drifted = sum(f.drifted for f in features)
+    assert len(rows("panel Drifted features")) == drifted
+    counts = Counter((utc(data_to[a.dataset_id]), a.rule) for a in alerts if a.dataset_id in data_to)
+    assert drifted and counts, "the demo's months drift and alert: the panels below are not compared empty"
+    assert rows("panel Alerts by batch time") == sorted((t, rule, n) for (t, rule), n in counts.items())
+    assert rows("panel Open alerts") == [(sum(a.acked_at is None for a in alerts),)]
 
 
 # --- Prometheus -----------------------------------------------------------------------------------------
