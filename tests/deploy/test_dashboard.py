@@ -530,15 +530,17 @@ def test_annotations_mark_each_alert_at_its_batch(store):
 
 
 @pytest.fixture
-def pipeline_database(keel_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def pipeline_database(keel_home: Path, monkeypatch: pytest.MonkeyPatch,
+                      request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database as KEEL_DATABASE_URL, under the session's Prefect server (started only when there is one)."""
     with fresh_database() as url:
+        request.getfixturevalue("prefect_server")
         monkeypatch.setenv("KEEL_DATABASE_URL", url)
         yield url
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.usefixtures("prefect_server")
 def test_dashboard_reads_what_the_pipeline_stores_on_postgres(pipeline_database, demo_slices, demo_config):
     from collections import Counter
 
