@@ -578,7 +578,8 @@ def test_dashboard_reads_what_the_pipeline_stores_on_postgres(pipeline_database,
         assert all(r[2] is not None or r[3] is not None for r in got), f"{metric} has its threshold alongside"
     for metric in ("accuracy", "roc_auc", "positive_rate"):
         got = rows("panel $estimated: estimate without labels against realised", estimated=[metric])
-        estimates = sorted((utc(data_to[p.dataset_id]), p) for p in points if p.scope == "estimate" and p.name == metric)
+        estimates = sorted(((utc(data_to[p.dataset_id]), p) for p in points
+                            if p.scope == "estimate" and p.name == metric), key=lambda tp: (tp[0], tp[1].id))
         assert [r[0] for r in got] == [t for t, _ in estimates] == [utc(data_to[d]) for d in scored]
         for r, (_, e) in zip(got, estimates, strict=True):
             if metric == "positive_rate":
