@@ -12,7 +12,6 @@ from keel.flows.settings import configure_prefect
 
 configure_prefect()  # before Prefect
 
-from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
@@ -22,6 +21,7 @@ from keel.core.registry import transactions as registry
 from keel.core.store import records
 from keel.core.store.models import Review
 from keel.core.workspace import Workspace
+from keel.flows.locks import deployed
 
 
 class ReviewAnswer(RunInput):
@@ -31,11 +31,6 @@ class ReviewAnswer(RunInput):
     actor: str = ""
     reason: str = ""
     review_id: int | None = None
-
-
-def _deployed() -> bool:
-    context = FlowRunContext.get()
-    return bool(context and context.flow_run and context.flow_run.deployment_id)
 
 
 def _review_id(ws: Workspace, version: int) -> int | None:
@@ -64,7 +59,7 @@ def wait_for_review(ws: Workspace, version: int, run_id: str, decision: dict[str
         records.update_run(ws, run_id, status="waiting")
         key = f"keel-review-{review_id}"
         try:
-            if _deployed():
+            if deployed():
                 # no Prefect timeout: the review sweeper rejects a review left open past [review] timeout
                 answer = suspend_flow_run(wait_for_input=ReviewAnswer, key=key)
             else:
