@@ -19,19 +19,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import postgres_db
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "keel-dashboard.json"
@@ -161,25 +159,8 @@ def utc(at: datetime | None) -> datetime | None:
 # --- the store: keel's own writes on a database of its own ----------------------------------------------
 
 
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new, uniquely named database on the test server; dropped afterwards with every connection to it."""
-    base = os.environ.get("KEEL_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("KEEL_TEST_POSTGRES_URL is not set")
-    name = f"keel_dash_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        from keel.core.store.engine import dispose_engines
-
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+def fresh_database() -> Any:
+    return postgres_db.fresh_database("keel_dash")
 
 
 MODEL, OTHER = "churn", "fraud"

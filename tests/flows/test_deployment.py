@@ -10,17 +10,24 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_prefect_yaml_deploys_run_pipeline():
+def test_prefect_yaml_names_real_flows_with_the_parameters_they_take_and_templates_nothing():
     from prefect.flows import load_flow_from_entrypoint
 
-    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    (deployment,) = spec["deployments"]
-    assert deployment["work_pool"]["name"] == "keel-process"
-    path, name = deployment["entrypoint"].split(":")
-    flow = load_flow_from_entrypoint(f"{ROOT / path}:{name}")
-    assert flow.name == "run_pipeline"
-    params = inspect.signature(flow.fn).parameters
-    assert set(deployment["parameters"]) <= set(params)
+    text = (ROOT / "prefect.yaml").read_text()
+    assert "{{" not in text, "nothing is templated from the environment of whoever deploys"
+    spec = yaml.safe_load(text)
+    assert spec["pull"] is None  # prefect deploy records the project folder as the flow runs' working directory
+    flows = {}
+    for deployment in spec["deployments"]:
+        assert deployment["work_pool"]["name"] == "keel-process"
+        path, name = deployment["entrypoint"].split(":")
+        flow = load_flow_from_entrypoint(f"{ROOT / path}:{name}")
+        assert set(deployment["parameters"]) <= set(inspect.signature(flow.fn).parameters)
+        flows[deployment["name"]] = flow.name
+    assert flows == {"run-pipeline": "run_pipeline", "inbox": "scan_inbox", "score": "score_batch",
+                     "review-sweeper": "sweep_reviews"}
+    scheduled = {d["name"] for d in spec["deployments"] if d.get("schedules")}
+    assert scheduled == {"inbox", "review-sweeper"}
 
 
 def test_a_worker_loading_the_entrypoint_by_path_gets_keels_prefect_settings(tmp_path):

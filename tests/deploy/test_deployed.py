@@ -1,0 +1,282 @@
+"""keel deployed as a team runs it, end to end: a real `prefect server start` on PostgreSQL, a process work
+pool, two `prefect worker start` processes, `prefect --no-prompt deploy --all` of the real prefect.yaml, the
+keel store on PostgreSQL. Six demo batches dropped into the inbox run in batch order, one at a time, and
+end with the same dataset versions, model SHA-256s and gate decisions as the embedded default on the same
+batches. A flagged run suspends (its worker holds nothing); one worker is killed with SIGKILL; `keel approve`
+resumes the run and the other worker finishes it. A suspended run is no failure and fires no alert.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import postgres_db
+import pytest
+from sqlalchemy import create_engine, text
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+MONTHS = 6
+LIMIT = 600  # seconds for the six batches
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def batches(flights: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("deployed-batches")
+    paths = []
+    for month in range(1, MONTHS + 1):
+        part = flights.filter(pl.col("month") == month).sample(2000, seed=month).sort("time_hour", "flight_id")
+        path = folder / f"flights-2013-{month:02d}.parquet"
+        part.write_parquet(path)
+        paths.append(path)
+    return paths
+
+
+def _config_text(wait: bool) -> str:
+    from keel.core.data.demo import DEMO_CONFIG
+
+    assert "max_churn = 0.10" in DEMO_CONFIG and "[review]" not in DEMO_CONFIG
+    # every candidate that would replace production goes to a person
+    text_ = DEMO_CONFIG.replace("max_churn = 0.10", "max_churn = 0.0")
+    return text_ + ("\n[review]\nwait = true\n" if wait else "")
+
+
+def _embedded(batches: list[Path], folder: Path) -> list[dict[str, Any]]:
+    """The embedded default on the same batches; a review is approved before the next batch, as the
+    deployed test does while its run waits."""
+    from keel.core.config import Settings
+    from keel.core.registry import transactions as registry
+    from keel.core.workspace import Workspace
+    from keel.flows.run_pipeline import run_pipeline
+
+    folder.mkdir()
+    config = folder / "keel.toml"
+    config.write_text(_config_text(wait=False))
+    home = folder / "home"
+    out = []
+    for batch in batches:
+        summary = run_pipeline(batch=str(batch), config=str(config), home=str(home))
+        ws = Workspace.open(config, Settings(home=home))
+        reviewed = summary["decision"] == "review"
+        if reviewed:
+            registry.approve(ws, ws.cfg.model, summary["model_version"], "approved as in the deployed test",
+                             actor="tester")
+            summary["decision"], summary["production_version"] = "promoted", summary["model_version"]
+        out.append({**_outcome(summary, ws), "reviewed": reviewed})
+    return out
+
+
+def _outcome(summary: dict[str, Any], ws: Any) -> dict[str, Any]:
+    from keel.core.registry import transactions as registry
+
+    sha = None
+    if summary.get("model_version"):
+        with ws.session() as session:
+            sha = registry.get_version(session, ws.cfg.model, summary["model_version"]).artifact_sha256
+    return {"dataset": summary["dataset_version"], "decision": summary["decision"], "model_sha256": sha,
+            "production": summary["production_version"]}
+
+
+class Deployment:
+    """The server, the pool, the deployments and the workers, as subprocesses of the test."""
+
+    def __init__(self, root: Path, prefect_db: str, store_db: str) -> None:
+        self.root, self.project = root, root / "project"
+        self.port = _free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api"
+        self.store_db = store_db
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "KEEL_"))}
+        self.env.update({
+            "PREFECT_API_URL": self.api, "PREFECT_HOME": str(root / "prefect-client"), "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING", "KEEL_HOME": str(root / "keel-home"), "KEEL_DATABASE_URL": store_db,
+        })
+        self.server_env = {**self.env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db,
+                           "PREFECT_HOME": str(root / "prefect-server")}
+        self.server_env.pop("PREFECT_API_URL")
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.bin = Path(sys.executable).parent
+
+    def start_server(self) -> None:
+        self.procs["server"] = self._spawn("server", [str(self.bin / "prefect"), "server", "start", "--host",
+                                                      "127.0.0.1", "--port", str(self.port)], self.server_env)
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.api}/health", timeout=2)
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.procs["server"].poll() is not None:
+                    pytest.fail("prefect server did not start: " + self.log("server")[-2000:])
+                time.sleep(0.5)
+
+    def prefect(self, *args: str) -> str:
+        out = subprocess.run([str(self.bin / "prefect"), *args], cwd=self.project, env=self.env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return out.stdout
+
+    def keel(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "keel", *args], cwd=self.project, env=self.env,
+                              capture_output=True, text=True, timeout=300)
+
+    def start_worker(self, name: str) -> None:
+        # from another folder than the project, as a worker on another machine would be
+        self.procs[name] = self._spawn(name, [str(self.bin / "prefect"), "worker", "start", "--pool", "keel-process",
+                                              "--name", name], self.env, cwd=self.root)
+
+    def kill(self, name: str) -> None:
+        os.killpg(self.procs[name].pid, signal.SIGKILL)
+        self.procs[name].wait(timeout=30)
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
+        log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(cmd, env=env, cwd=cwd or self.project, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def log(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        for name, proc in reversed(list(self.procs.items())):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM if name == "server" else signal.SIGKILL)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+    def runs(self) -> list[dict[str, Any]]:
+        engine = create_engine(self.store_db)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(text(
+                    "SELECT id, flow_run_id, batch_id, source, status, decision, started_at, finished_at, summary "
+                    "FROM pipeline_run WHERE flow = 'run_pipeline' ORDER BY started_at")).mappings().all()
+        except Exception:  # the store is created by the first run
+            return []
+        finally:
+            engine.dispose()
+        return [dict(r) for r in rows]
+
+
+def _project(root: Path) -> Path:
+    """A clean copy of the repository (what git tracks), with the team's keel.toml and an inbox."""
+    project = root / "project"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, files.split("\0")):
+        if (ROOT / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, project / name)
+    (project / "keel.toml").write_text(_config_text(wait=True))
+    (project / "incoming").mkdir()
+    return project
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    with postgres_db.fresh_database("keel_prefect", "postgresql+asyncpg") as prefect_db, \
+            postgres_db.fresh_database("keel_store") as store_db:
+        _project(tmp_path)
+        d = Deployment(tmp_path, prefect_db, store_db)
+        try:
+            yield d
+        finally:
+            d.stop()
+
+
+def test_six_batches_through_server_workers_and_postgres_match_the_embedded_default(
+        prefect_server, batches, deployment, tmp_path):
+    expected = _embedded(batches, tmp_path / "embedded")
+    reviews = sum(e.pop("reviewed") for e in expected)
+    assert reviews, "the configuration sends a candidate to review"
+
+    d = deployment
+    d.start_server()
+    d.prefect("work-pool", "create", "keel-process", "--type", "process")
+    d.prefect("--no-prompt", "deploy", "--all")
+    d.start_worker("w1")
+    d.start_worker("w2")
+    for batch in batches:
+        shutil.copy2(batch, d.project / "incoming" / batch.name)
+
+    killed, approved = False, set()
+    deadline = time.monotonic() + LIMIT
+    while time.monotonic() < deadline:
+        runs = d.runs()
+        done = [r for r in runs if r["status"] in ("completed", "quarantined")]
+        if len(done) >= MONTHS:
+            break
+        waiting = [r for r in runs if r["status"] == "waiting" and r["id"] not in approved]
+        for run in waiting:
+            version = _candidate(d, run)
+            if version is None:
+                continue
+            if not killed:  # the suspended run holds no worker: kill one, the other must finish the run
+                d.kill("w1")
+                killed = True
+            out = d.keel("approve", "flights-delay", str(version), "--reason", "looks right")
+            assert out.returncode == 0, out.stderr
+            approved.add(run["id"])
+        if not any(r["status"] in ("running", "waiting") for r in runs):
+            d.prefect("deployment", "run", "scan_inbox/inbox")  # the schedule's next scan, now
+        time.sleep(3)
+    else:
+        pytest.fail(f"the batches did not finish in {LIMIT} s: {[(r['source'], r['status']) for r in d.runs()]}\n"
+                    + d.log("w2")[-3000:])
+
+    runs = [r for r in d.runs() if r["status"] in ("completed", "quarantined")]
+    assert [Path(r["source"]).name for r in runs] == [b.name for b in batches], "one at a time, in batch order"
+    for earlier, later in zip(runs, runs[1:], strict=False):
+        assert earlier["finished_at"] <= later["started_at"], "a model's runs never overlap"
+    assert killed and approved, "a run suspended for its review and a worker was killed meanwhile"
+    got = [{"dataset": r["batch_id"], "decision": r["decision"],
+            "model_sha256": _sha(d, r["summary"].get("model_version")),
+            "production": r["summary"]["production_version"]} for r in runs]
+    assert got == expected
+    assert reviews == len(approved)
+    engine = create_engine(d.store_db)
+    with engine.connect() as conn:
+        failures = conn.execute(text("SELECT count(*) FROM alert WHERE rule = 'failure'")).scalar()
+        failed = conn.execute(text("SELECT count(*) FROM pipeline_run WHERE status = 'failed'")).scalar()
+    engine.dispose()
+    assert failures == 0 and failed == 0, "a suspended run is not a failure"
+
+
+def _candidate(d: Deployment, run: dict[str, Any]) -> int | None:
+    engine = create_engine(d.store_db)
+    with engine.connect() as conn:
+        version = conn.execute(text(
+            "SELECT mv.version FROM review r JOIN model_version mv ON mv.id = r.candidate_version_id "
+            "WHERE r.run_id = :run AND r.status = 'open'"), {"run": run["id"]}).scalar()
+    engine.dispose()
+    return version
+
+
+def _sha(d: Deployment, version: int | None) -> str | None:
+    if version is None:
+        return None
+    engine = create_engine(d.store_db)
+    with engine.connect() as conn:
+        sha = conn.execute(text("SELECT artifact_sha256 FROM model_version WHERE version = :v"), {"v": version}).scalar()
+    engine.dispose()
+    return sha
