@@ -81,6 +81,8 @@ def list_inbox(url: str, timestamp: str | None) -> list[InboxBatch]:
     """Every CSV or Parquet file under `url`, hashed, in the inbox order."""
     try:
         fs, root = _filesystem(url)
+        if not fs.isdir(root):
+            raise FileNotFoundError(f"no such folder: {root}")
         found = fs.find(root, detail=True)
     except (OSError, ValueError, ImportError) as exc:
         raise DataError(f"inbox {url} cannot be listed: {exc}") from None

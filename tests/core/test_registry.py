@@ -172,3 +172,25 @@ def test_a_decision_with_no_waiting_run_reports_none(ws):
     registry.open_review(ws, "churn", 2, ["ambiguous AUC change"], None, None, actor="keel (pipeline)")
     assert registry.reject(ws, "churn", 2, "worse on log loss", actor="bob").waiting_runs == ()
     assert registry.promote(ws, "churn", 3, "by hand", actor="alice").waiting_runs == ()
+
+
+def test_the_sweeper_rejects_only_reviews_open_past_the_timeout(ws):
+    from datetime import timedelta
+
+    registry.promote(ws, "churn", 1, "first", actor="alice")
+    registry.open_review(ws, "churn", 2, ["churn above the limit"], None, None, actor="keel (pipeline)")
+    registry.open_review(ws, "churn", 3, ["churn above the limit"], None, None, actor="keel (pipeline)")
+    with Session(ws.engine) as s:  # v2's review opened two hours ago
+        review = s.exec(select(Review).join(ModelVersion, col(ModelVersion.id) == Review.candidate_version_id)
+                        .where(ModelVersion.version == 2)).one()
+        review.created_at = datetime.now(UTC) - timedelta(hours=2)
+        s.add(review)
+        s.commit()
+    decided = registry.expire_reviews(ws, timeout=3600)
+    assert [d.model_version.version for d in decided] == [2]
+    assert [r["candidate_version"] for r in reviews_page(ws.engine)["rows"]] == [3]
+    assert _prod_version(ws) == 1, "nothing is promoted by default"
+    with Session(ws.engine) as s:
+        event = s.exec(select(AuditEvent).where(AuditEvent.action == "reject")).one()
+    assert "timed out" in event.reason and "review sweeper" in event.actor
+    assert registry.expire_reviews(ws, timeout=3600) == [], "a second sweep finds nothing"
