@@ -3,7 +3,9 @@ pool, two `prefect worker start` processes, `prefect --no-prompt deploy --all` o
 keel store on PostgreSQL. Six demo batches dropped into the inbox run in batch order, one at a time, and
 end with the same dataset versions, model SHA-256s and gate decisions as the embedded default on the same
 batches. A flagged run suspends (its worker holds nothing); one worker is killed with SIGKILL; `keel approve`
-resumes the run and the other worker finishes it. A suspended run is no failure and fires no alert.
+resumes the run and the other worker finishes it. A suspended run is no failure and fires no alert. Later a
+worker is SIGKILLed with a run mid-way: Prefect marks the run Crashed when its heartbeats stop, the next
+inbox scan starts the batch again, and the store ends as if nothing had happened.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from sqlalchemy import create_engine, text
 pytestmark = pytest.mark.slow
 
 MONTHS = 6
-LIMIT = 600  # seconds for the six batches
+LIMIT = 900  # seconds for the six batches
+CRASH_AFTER = 20  # seconds without a heartbeat before Prefect calls a run crashed
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +108,13 @@ def test_six_batches_through_server_workers_and_postgres_match_the_embedded_defa
     d.start_server()
     d.prefect("work-pool", "create", "keel-process", "--type", "process")
     d.prefect("--no-prompt", "deploy", "--all")
+    d.env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = "5"  # the workers' documented setting, shortened for the test
     d.start_worker("w1")
     d.start_worker("w2")
     for batch in batches:
         shutil.copy2(batch, d.project / "incoming" / batch.name)
 
-    killed, approved = False, set()
+    killed, approved, killed_mid_run, last_scan = False, set(), None, 0.0
     deadline = time.monotonic() + LIMIT
     while time.monotonic() < deadline:
         runs = d.runs()
@@ -128,18 +132,29 @@ def test_six_batches_through_server_workers_and_postgres_match_the_embedded_defa
             out = d.keel("approve", "flights-delay", str(version), "--reason", "looks right")
             assert out.returncode == 0, out.stderr
             approved.add(run["id"])
-        if not any(r["status"] in ("running", "waiting") for r in runs):
-            d.prefect("deployment", "run", "scan_inbox/inbox")  # the schedule's next scan, now
-        time.sleep(3)
+        if approved and killed_mid_run is None:
+            late = [r for r in runs if r["status"] == "running" and Path(r["source"]).name >= batches[3].name
+                    and _stages(d, r["id"]) >= 2]
+            if late:  # a run mid-way: its worker and the flow run under it die, a new worker comes up
+                killed_mid_run = late[0]["id"]
+                d.kill("w2")
+                d.start_worker("w3")
+        if time.monotonic() - last_scan > 10:  # the schedule's scans, sooner
+            d.prefect("deployment", "run", "scan_inbox/inbox", "-p", f"crash_after={CRASH_AFTER}")
+            last_scan = time.monotonic()
+        time.sleep(2)
     else:
         pytest.fail(f"the batches did not finish in {LIMIT} s: {[(r['source'], r['status']) for r in d.runs()]}\n"
-                    + d.log("w2")[-3000:])
+                    + d.log("w3")[-3000:])
 
     runs = [r for r in d.runs() if r["status"] in ("completed", "quarantined")]
     assert [Path(r["source"]).name for r in runs] == [b.name for b in batches], "one at a time, in batch order"
     for earlier, later in zip(runs, runs[1:], strict=False):
         assert earlier["finished_at"] <= later["started_at"], "a model's runs never overlap"
     assert killed and approved, "a run suspended for its review and a worker was killed meanwhile"
+    assert killed_mid_run, "a worker was killed with a run mid-way"
+    status = {r["id"]: r["status"] for r in d.runs()}
+    assert status[killed_mid_run] == "abandoned", "the killed run is closed by the run that finished its batch"
     got = [{"dataset": r["batch_id"], "decision": r["decision"],
             "model_sha256": _sha(d, r["summary"].get("model_version")),
             "production": r["summary"]["production_version"]} for r in runs]
@@ -161,6 +176,14 @@ def _candidate(d: Deployment, run: dict[str, Any]) -> int | None:
             "WHERE r.run_id = :run AND r.status = 'open'"), {"run": run["id"]}).scalar()
     engine.dispose()
     return version
+
+
+def _stages(d: Deployment, run_id: str) -> int:
+    engine = create_engine(d.store_db)
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM stage_run WHERE run_id = :r"), {"r": run_id}).scalar()
+    engine.dispose()
+    return int(n or 0)
 
 
 def _sha(d: Deployment, version: int | None) -> str | None:
