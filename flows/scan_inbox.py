@@ -4,7 +4,7 @@ A model's batches run one at a time, in the inbox order (batch time, then arriva
 starts the next new batch only when no run of the model is scheduled, running or waiting in Prefect.
 Each start carries the batch's content hash in its idempotency key, so two scans never start the same
 batch twice; a run that crashed or failed is started again (a new attempt) by a later scan, at most
-MAX_ATTEMPTS times. A run whose process died is marked Crashed by an automation the scan keeps in place
+MAX_ATTEMPTS times. A run whose heartbeats stopped (its process died) is set Crashed by the scan first
 (keel.flows.zombies).
 """
 
@@ -23,7 +23,7 @@ from prefect.deployments import run_deployment
 
 from keel.core.pipeline.inbox import new_batches
 from keel.flows.workspace import open_workspace
-from keel.flows.zombies import ensure_zombie_automation
+from keel.flows.zombies import crash_silent_runs
 
 ACTIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
 ENDED_BADLY = [StateType.CRASHED, StateType.FAILED, StateType.CANCELLED]
@@ -49,12 +49,13 @@ def _count(tags: list[str], states: list[StateType]) -> int:
 def scan_inbox(inbox: str, config: str = "keel.toml", home: str | None = None,
                deployment: str = "run_pipeline/run-pipeline", crash_after: int = 90) -> dict[str, Any]:
     """Start a run_pipeline run for the model's next new batch in `inbox` (a folder or an fsspec URL).
-    A run whose heartbeats stopped for `crash_after` seconds is marked Crashed and started again."""
-    ensure_zombie_automation(crash_after)
+    A run whose heartbeats stopped for `crash_after` seconds is set Crashed and its batch started again."""
     ws = open_workspace(config, home)
     model = ws.cfg.model
+    crashed = crash_silent_runs([model_tag(model)], crash_after)
     pending = new_batches(ws, inbox)
-    out: dict[str, Any] = {"model": model, "new": [b.path for b in pending], "started": None, "waiting_on": None}
+    out: dict[str, Any] = {"model": model, "new": [b.path for b in pending], "started": None, "waiting_on": None,
+                           "crashed": crashed}
     if not pending:
         return out
     if _count([model_tag(model)], ACTIVE):  # one at a time: the model's current run finishes first

@@ -1,45 +1,39 @@
-"""Runs whose process died (a worker killed, a machine lost) are marked Crashed by Prefect itself: an
-automation, made by the inbox on first use, crashes a flow run whose heartbeats stopped for `after` seconds
-(workers run flows with PREFECT_FLOWS_HEARTBEAT_FREQUENCY set, 30 s by keel's documentation). The next
-inbox scan then starts the batch again, and the restarted run leaves the store as if nothing happened."""
+"""Runs whose process died (a worker killed, a machine lost) are told apart by Prefect's own flow-run
+heartbeats: workers run flows with PREFECT_FLOWS_HEARTBEAT_FREQUENCY set (30 s in keel's documentation),
+and a run of the model that is Running in Prefect, has sent heartbeats, and sent none for `after` seconds
+is set Crashed by the inbox scan. The scan then starts its batch again, and the restarted run leaves the
+store as if nothing had happened. A run that never sent a heartbeat (a worker without the setting) is
+never judged."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
 from prefect.client.schemas.objects import StateType
-from prefect.events.actions import ChangeFlowRunState
-from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+from prefect.states import Crashed
 
-NAME = "keel: crash flow runs whose heartbeats stopped"
-# a run that ends, or waits for a review (suspended or paused), stops beating and is no zombie
-ENDS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed", "Suspended",
-                                                   "Paused")}
+HEARTBEAT = "prefect.flow-run.heartbeat"
 
 
-def zombie_automation(after: int) -> AutomationCore:
-    return AutomationCore(
-        name=NAME, description=f"Marks a flow run Crashed when no heartbeat came for {after} s.",
-        trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"}, expect={"prefect.flow-run.heartbeat", *ENDS},
-            match={"prefect.resource.id": ["prefect.flow-run.*"]}, for_each={"prefect.resource.id"},
-            posture=Posture.Proactive, threshold=1, within=timedelta(seconds=after)),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED,
-                                    message=f"no heartbeat for {after} s: its process is gone")],
-    )
-
-
-def ensure_zombie_automation(after: int) -> None:
-    """Create the automation, or bring it to `after` seconds; one API call when it is already right."""
-    wanted = zombie_automation(after)
+def crash_silent_runs(tags: list[str], after: int) -> list[str]:
+    """Set Crashed every Running flow run with these tags whose heartbeats stopped `after` seconds ago."""
+    now = datetime.now(UTC)
+    crashed = []
     with get_client(sync_client=True) as client:
-        found = client.read_automations_by_name(NAME)
-        if not found:
-            client.create_automation(wanted)
-            return
-        current = found[0]
-        if getattr(current.trigger, "within", None) != wanted.trigger.within:  # type: ignore[union-attr]
-            client.update_automation(current.id, wanted)
-        for extra in found[1:]:  # two inboxes racing on first use: keep one
-            client.delete_automation(extra.id)
+        running = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=tags),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))))
+        for run in running:
+            beats = EventFilter(event=EventNameFilter(name=[HEARTBEAT]),
+                                resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]),
+                                occurred=EventOccurredFilter(since=now - timedelta(days=1), until=now))
+            found = client.read_events(beats, limit=50).events
+            if not found or max(e.occurred for e in found) > now - timedelta(seconds=after):
+                continue
+            client.set_flow_run_state(run.id, Crashed(message=f"no heartbeat for {after} s: its process is gone"),
+                                      force=True)
+            crashed.append(str(run.id))
+    return crashed
