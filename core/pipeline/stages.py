@@ -62,7 +62,7 @@ _FRAMES: Memo[pl.DataFrame] = Memo(6)
 def load_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
     """The dataset version's frame, read from its verified artifact. Dataset versions are immutable and
     content-addressed, so the last few frames read are kept in memory (a run reads each several times)."""
-    return _FRAMES.get((str(ws.settings.artifacts_path), dataset_id), lambda: _read_dataset(ws, dataset_id))
+    return _FRAMES.get((ws.settings.artifacts_root, dataset_id), lambda: _read_dataset(ws, dataset_id))
 
 
 def _read_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
