@@ -49,7 +49,9 @@ def ingest(ws: Workspace, path: str) -> dict[str, Any]:
 
 
 def preflight(ws: Workspace, path: str) -> None:
-    """Fail fast, before anything is written: the file must be readable and carry the target column."""
+    """Fail fast, before anything is written: the file must be readable and carry the target column, and the
+    artifact store's settings must hold (a bad KEEL_ARTIFACTS_OPTIONS)."""
+    _ = ws.artifacts
     frame = read_batch(path)
     if ws.cfg.target not in frame.columns:
         raise DataError(f"{path}: target column '{ws.cfg.target}' is missing (columns: {', '.join(frame.columns[:10])})")

@@ -139,3 +139,15 @@ def test_local_urls_stay_local_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("KEEL_ARTIFACTS_URL", "s3://bucket/keel")
     with pytest.raises(ConfigError, match="is not a local folder"):
         _ = Settings().artifacts_path
+
+
+def test_a_local_copy_of_an_s3_artifact_is_verified_before_it_is_used(s3_client, s3_bucket, tmp_path, fresh_s3fs):
+    store = Artifacts(f"s3://{s3_bucket}/keel")
+    sha, uri = store.put_bytes(b"a,b\n1,2\n", ".csv")
+    copy = store.local_copy(uri, sha, tmp_path / "replay")  # what replaying a quarantined batch runs on
+    assert copy == tmp_path / "replay" / f"{sha}.csv" and copy.read_bytes() == b"a,b\n1,2\n"
+    assert store.local_copy(Artifacts.key(uri), sha, tmp_path / "replay") == copy
+    s3_client.put_object(Bucket=s3_bucket, Key=f"keel/{Artifacts.key(uri)}", Body=b"a,b\n1,3\n")
+    with pytest.raises(ChecksumMismatch, match="does not match its SHA-256"):
+        store.local_copy(uri, sha, tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()

@@ -97,9 +97,12 @@ def test_artifacts_and_task_results_live_in_the_bucket_and_a_rerun_replays_from_
         assert heavy and all(cached for _, cached in heavy.values()), heavy
     assert _keys(s3_client, s3_bucket, "keel/prefect-results/") == results, "a rerun reads results, writes none"
 
-    # a model object changed in the bucket: promoting it by hand and the next run that loads it both fail
     from keel.cli.main import cli
 
+    shown = CliRunner().invoke(cli, ["lineage", "flights-delay", "1", "--config", str(demo_config)])
+    assert shown.exit_code == 0 and f"artifact at s3://{s3_bucket}/keel/" in shown.output, shown.output
+
+    # a model object changed in the bucket: promoting it by hand and the next run that loads it both fail
     model_key = f"keel/{min(models).split('/keel/', 1)[1]}"
     s3_client.put_object(Bucket=s3_bucket, Key=model_key, Body=b"tree\nnot the model that was trained\n")
     result = CliRunner().invoke(cli, ["promote", "flights-delay", "1", "--reason", "try the tampered one",
