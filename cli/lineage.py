@@ -39,6 +39,7 @@ def lineage_cmd(model: str, version: int, config: str, as_json: bool) -> None:
         return
     lines = [f"{model} v{version}  {info['status']}  created {_when(info['created_at'])}",
              f"artifact sha256 {info['artifact']['sha256']}",
+             f"artifact at {info['artifact']['uri']}",
              f"run: {_run(info['run'])}"]
     if info["run"] and info["run"].get("policy_hash"):
         lines.append(f"gate policy hash: {info['run']['policy_hash']}")

@@ -24,7 +24,10 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".keel"), description="state folder (store, artifacts, Prefect)")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite")
-    artifacts_url: str | None = Field(default=None, description="artifact folder; default HOME/artifacts")
+    artifacts_url: str | None = Field(default=None, description="artifact store: a folder, file:// or any fsspec URL "
+                                      "(s3://bucket/prefix); default HOME/artifacts")
+    artifacts_options: str | None = Field(default=None, description="JSON object of fsspec storage options for a "
+                                          "remote artifacts_url (endpoint, region; never credentials)")
 
     @property
     def home_path(self) -> Path:
@@ -37,11 +40,66 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.home_path / 'keel.db'}"
 
     @property
+    def artifacts_remote(self) -> bool:
+        """Whether the artifact store is object storage (any fsspec URL but file://), shared between machines."""
+        return bool(self.artifacts_url) and is_remote(self.artifacts_url or "")
+
+    @property
+    def artifacts_root(self) -> str:
+        """Where the artifact store is, as text: its URL when remote, else its local folder."""
+        if self.artifacts_remote:
+            return (self.artifacts_url or "").rstrip("/")
+        return str(self.artifacts_path)
+
+    @property
     def artifacts_path(self) -> Path:
+        """The local artifact folder (a remote store has none: see artifacts_root)."""
+        if self.artifacts_remote:
+            raise ConfigError(f"KEEL_ARTIFACTS_URL {self.artifacts_url} is not a local folder")
         if self.artifacts_url:
             url = self.artifacts_url
             return Path(url[len("file://") :] if url.startswith("file://") else url).expanduser()
         return self.home_path / "artifacts"
+
+    @property
+    def artifacts_storage_options(self) -> dict[str, Any]:
+        """KEEL_ARTIFACTS_OPTIONS as fsspec storage options. Credentials are refused: the options also configure
+        Prefect's result storage, which keeps them in its database; they come from the environment instead."""
+        if not self.artifacts_options:
+            return {}
+        try:
+            options = json.loads(self.artifacts_options)
+        except ValueError as exc:
+            raise ConfigError(f"KEEL_ARTIFACTS_OPTIONS is not JSON ({exc})") from exc
+        if not isinstance(options, dict):
+            raise ConfigError("KEEL_ARTIFACTS_OPTIONS must be a JSON object of fsspec storage options")
+        if secret := _secret_key(options):
+            raise ConfigError(f"KEEL_ARTIFACTS_OPTIONS must not hold credentials ('{secret}'): set them in the "
+                              "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
+        return options
+
+
+_SECRET_OPTIONS = frozenset({
+    "key", "secret", "token", "password", "passwd", "aws_access_key_id", "aws_secret_access_key",
+    "aws_session_token", "session_token", "account_key", "sas_token", "client_secret", "connection_string",
+    "credentials", "token_secret",
+})
+
+
+def _secret_key(options: dict[str, Any]) -> str | None:
+    """The first option (at any depth) that names a credential, or None."""
+    for name, value in options.items():
+        if str(name).lower() in _SECRET_OPTIONS:
+            return str(name)
+        if isinstance(value, dict) and (inner := _secret_key(value)):
+            return inner
+    return None
+
+
+def is_remote(url: str) -> bool:
+    """Whether ``url`` names object storage or another remote file system (any fsspec URL but a file:// one)."""
+    scheme, sep, _ = url.partition("://")
+    return bool(sep) and scheme.lower() not in ("file", "local")
 
 
 class _Section(BaseModel):

@@ -219,7 +219,8 @@ def lost_race(what: str) -> dict[str, Translate]:
 
 
 def artifact_errors(root: object, *, writing: bool) -> dict[str, Translate]:
-    """The file system's errors under the artifact store as one line naming the file, the store and the OS's reason."""
+    """The file system's errors under the artifact store as one line naming the file, the store and the OS's reason;
+    on object storage also botocore's own (no endpoint, no credentials), which are not OSErrors."""
 
     def translate(exc: BaseException) -> KeelError:
         path = getattr(exc, "filename", None)
@@ -231,7 +232,10 @@ def artifact_errors(root: object, *, writing: bool) -> dict[str, Translate]:
             return ArtifactError(f"cannot copy {path} into the artifact store at {root} ({why})")
         return ArtifactError(f"cannot read the artifact at {path} ({why})")
 
-    return {"builtins.OSError": translate}
+    def unreachable(exc: BaseException) -> KeelError:
+        return ArtifactError(f"cannot {'write' if writing else 'read'} the artifact store at {root} ({reason(exc)})")
+
+    return {"builtins.OSError": translate, "botocore.exceptions.BotoCoreError": unreachable}
 
 
 def lightgbm_errors(stage: str) -> dict[str, Translate]:

@@ -1,4 +1,4 @@
-"""A workspace: one project's configuration with its store and artifact folder, opened lazily."""
+"""A workspace: one project's configuration with its store and artifact store, opened lazily."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class Workspace:
 
     @cached_property
     def artifacts(self) -> Artifacts:
-        return Artifacts(self.settings.artifacts_path)
+        return Artifacts(self.settings.artifacts_root, self.settings.artifacts_storage_options)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -28,7 +28,7 @@ from keel.core.pipeline import run as book
 from keel.core.pipeline import stages as core
 from keel.core.store import records
 from keel.core.workspace import Workspace
-from keel.flows.caching import CACHED
+from keel.flows.caching import CACHED, with_result_storage
 from keel.flows.locks import model_lock
 from keel.flows.workspace import open_ref, workspace_ref
 
@@ -115,7 +115,7 @@ class Stages:
         cached = False
         try:
             if isinstance(fn, Task):
-                state = fn(*args, return_state=True)
+                state = with_result_storage(fn, self.ws.settings)(*args, return_state=True)
                 cached = state.name == "Cached"
                 result = state.result()
             else:

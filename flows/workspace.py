@@ -15,7 +15,7 @@ def workspace_ref(config: str, home: str | None = None) -> str:
     base = Settings(home=Path(home)) if home else Settings()
     ws = Workspace.open(config, base)
     return json.dumps({"config": str(Path(config).resolve()), "home": str(ws.settings.home_path),
-                       "db": ws.settings.db_url, "artifacts": str(ws.settings.artifacts_path)}, sort_keys=True)
+                       "db": ws.settings.db_url, "artifacts": ws.settings.artifacts_root}, sort_keys=True)
 
 
 @lru_cache(maxsize=8)

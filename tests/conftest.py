@@ -78,3 +78,48 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> str:
+    """A real S3-compatible server (moto's, from the test extra) on loopback for the session; its endpoint URL."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket on the session's S3 server, with the standard AWS environment (dummy credentials,
+    the endpoint, a region) pointing at it and nothing read from the machine's own AWS configuration."""
+    import uuid
+
+    import boto3
+
+    aws = {"AWS_ACCESS_KEY_ID": "keel-test", "AWS_SECRET_ACCESS_KEY": "keel-test-secret",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_server, "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials")}
+    for key, value in aws.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "KEEL_ARTIFACTS_OPTIONS"):
+        monkeypatch.delenv(key, raising=False)
+    bucket = f"keel-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    return bucket
+
+
+@pytest.fixture
+def s3_client(s3_server: str):
+    """boto3 on the session's S3 server, for tests to look at (or tamper with) what keel stored there."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="keel-test",
+                        aws_secret_access_key="keel-test-secret")

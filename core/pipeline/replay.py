@@ -46,9 +46,10 @@ def resolve(ws: Workspace, prefix: str) -> ReplayTarget:
         dv = session.get(DatasetVersion, dataset_id)
     if dv is None:
         raise NotFound(f"dataset version {dataset_id[:12]} is quarantined but not in the store")
-    path = Path(dv.artifact_uri)
-    if not path.exists():
-        raise ChecksumMismatch(f"the stored copy of dataset {dataset_id[:12]} is missing at {path}")
+    where = ws.artifacts.locate(dv.artifact_uri)
+    if isinstance(where, Path) and not where.exists():
+        raise ChecksumMismatch(f"the stored copy of dataset {dataset_id[:12]} is missing at {where}")
+    path = ws.artifacts.local_copy(where, dataset_id, ws.settings.home_path / "replay")  # from object storage
     return ReplayTarget(dataset_id, path, dv.source, int(rows), int(rows) - int(replayed or 0))
 
 

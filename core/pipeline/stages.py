@@ -49,7 +49,9 @@ def ingest(ws: Workspace, path: str) -> dict[str, Any]:
 
 
 def preflight(ws: Workspace, path: str) -> None:
-    """Fail fast, before anything is written: the file must be readable and carry the target column."""
+    """Fail fast, before anything is written: the file must be readable and carry the target column, and the
+    artifact store's settings must hold (a bad KEEL_ARTIFACTS_OPTIONS)."""
+    _ = ws.artifacts
     frame = read_batch(path)
     if ws.cfg.target not in frame.columns:
         raise DataError(f"{path}: target column '{ws.cfg.target}' is missing (columns: {', '.join(frame.columns[:10])})")
@@ -62,7 +64,7 @@ _FRAMES: Memo[pl.DataFrame] = Memo(6)
 def load_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
     """The dataset version's frame, read from its verified artifact. Dataset versions are immutable and
     content-addressed, so the last few frames read are kept in memory (a run reads each several times)."""
-    return _FRAMES.get((str(ws.settings.artifacts_path), dataset_id), lambda: _read_dataset(ws, dataset_id))
+    return _FRAMES.get((ws.settings.artifacts_root, dataset_id), lambda: _read_dataset(ws, dataset_id))
 
 
 def _read_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
