@@ -1,6 +1,7 @@
 """keel deployed as a team runs it, end to end: a real `prefect server start` on PostgreSQL, a process work
 pool, two `prefect worker start` processes, `prefect --no-prompt deploy --all` of the real prefect.yaml, the
-keel store on PostgreSQL. Six demo batches dropped into the inbox run in batch order, one at a time, and
+keel store on PostgreSQL, artifacts and cached task results on an S3-compatible server (moto's) on loopback.
+Six demo batches dropped into the inbox run in batch order, one at a time, and
 end with the same dataset versions, model SHA-256s and gate decisions as the embedded default on the same
 batches. A flagged run suspends (its worker holds nothing); one worker is killed with SIGKILL; `keel approve`
 resumes the run and the other worker finishes it. A suspended run is no failure and fires no alert. Later a
@@ -87,11 +88,12 @@ def _outcome(summary: dict[str, Any], ws: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
+def deployment(tmp_path: Path, s3_bucket: str) -> Iterator[Deployment]:
     with postgres_db.fresh_database("keel_prefect", "postgresql+asyncpg") as prefect_db, \
             postgres_db.fresh_database("keel_store") as store_db:
         make_project(tmp_path, _config_text(wait=True))
-        d = Deployment(tmp_path, prefect_db, store_db)
+        d = Deployment(tmp_path, prefect_db, store_db)  # the AWS_* environment of the S3 server comes along
+        d.env["KEEL_ARTIFACTS_URL"] = f"s3://{s3_bucket}/keel"
         try:
             yield d
         finally:
@@ -99,7 +101,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
 
 
 def test_six_batches_through_server_workers_and_postgres_match_the_embedded_default(
-        prefect_server, batches, deployment, tmp_path):
+        prefect_server, batches, deployment, tmp_path, s3_client):
     expected = _embedded(batches, tmp_path / "embedded")
     reviews = sum(e.pop("reviewed") for e in expected)
     assert reviews, "the configuration sends a candidate to review"
@@ -166,6 +168,16 @@ def test_six_batches_through_server_workers_and_postgres_match_the_embedded_defa
         failed = conn.execute(text("SELECT count(*) FROM pipeline_run WHERE status = 'failed'")).scalar()
     engine.dispose()
     assert failures == 0 and failed == 0, "a suspended run is not a failure"
+    with engine.connect() as conn:
+        uris = conn.execute(text("SELECT artifact_uri FROM model_version UNION ALL "
+                                 "SELECT artifact_uri FROM dataset_version")).scalars().all()
+    engine.dispose()
+    bucket = d.env["KEEL_ARTIFACTS_URL"].removeprefix("s3://").split("/")[0]
+    assert uris and all(u.startswith(f"s3://{bucket}/keel/") for u in uris), "artifacts live in object storage"
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert {u.removeprefix(f"s3://{bucket}/") for u in uris} <= keys
+    assert any(k.startswith("keel/prefect-results/") for k in keys), "cached task results live there too"
+    assert not (d.root / "keel-home" / "artifacts").exists()
 
 
 def _candidate(d: Deployment, run: dict[str, Any]) -> int | None:
