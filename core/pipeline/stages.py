@@ -34,18 +34,45 @@ def digest(obj: Any) -> str:
 
 
 def ingest(ws: Workspace, path: str) -> dict[str, Any]:
-    """Hash the batch, keep an immutable copy, register its dataset version."""
-    src = Path(path)
+    """Hash the batch, keep an immutable copy, register its dataset version. `path` is a file or any fsspec
+    URL (an inbox on object storage): a remote batch is fetched to KEEL_HOME/incoming first."""
+    src, source = local_batch(ws, path)
     frame = read_batch(src)  # raises a one-line error for missing, empty or corrupt files
     sha = sha256_file(src)
     _, dest = ws.artifacts.put_file(src, sha)
     labelled = frame.height - frame[ws.cfg.target].null_count() if ws.cfg.target in frame.columns else 0
     start, end = time_span(frame, ws.cfg.timestamp)
-    row = {"id": sha, "kind": "batch", "source": str(src.resolve()), "format": batch_format(src),
+    row = {"id": sha, "kind": "batch", "source": source, "format": batch_format(src),
            "rows": frame.height, "labelled_rows": labelled, "columns": frame.columns, "artifact_uri": str(dest),
            "data_from": start, "data_to": end}
     records.register_dataset(ws, row)
     return row
+
+
+def local_batch(ws: Workspace, path: str) -> tuple[Path, str]:
+    """The batch as a local file, and the source to record: a path as it is, a URL fetched once."""
+    if "://" not in path or path.startswith("file://"):
+        src = Path(path.removeprefix("file://"))
+        return src, str(src.resolve())
+    from fsspec.core import url_to_fs
+
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if not name or name in (".", ".."):
+        raise DataError(f"{path}: not a batch file")
+    local = ws.settings.home_path / "incoming" / hashlib.sha256(path.encode()).hexdigest()[:16] / name
+    try:
+        fs, remote = url_to_fs(path)
+        if not fs.isfile(remote):
+            raise DataError(f"{path}: no such file")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(f".{name}.partial")
+        fs.get_file(remote, str(partial))
+        partial.replace(local)  # a half-fetched file never has the batch's name
+    except DataError:
+        raise
+    except (OSError, ValueError, ImportError) as exc:
+        raise DataError(f"{path}: cannot be fetched: {exc}") from None
+    return local, path
 
 
 def preflight(ws: Workspace, path: str) -> None:
