@@ -47,9 +47,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from keel.cli import init, lineage, models, monitor, pipeline, registry, replay, runs, tui
+    from keel.cli import init, lineage, models, monitor, pipeline, registry, replay, runs, server, tui
 
-    for module in (pipeline, runs, models, init, registry, lineage, tui, monitor, replay):
+    for module in (pipeline, runs, models, init, registry, lineage, tui, monitor, replay, server):
         for command in module.COMMANDS:
             cli.add_command(command)
 

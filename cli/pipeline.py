@@ -21,10 +21,27 @@ def _run_flow(batch: str, config: str) -> dict[str, Any]:
     from keel.core.errors import map_exceptions, prefect_errors
     from keel.flows.settings import require_api
 
-    require_api(PREFECT_API_URL.value())
+    api = PREFECT_API_URL.value()
+    _say_which_server(api)
+    require_api(api)
     with map_exceptions(prefect_errors(PREFECT_API_URL.value(), f"the run of {batch}")), temporary_settings(
             updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         return run_pipeline(batch=batch, config=config)
+
+
+_SAID: set[str] = set()
+
+
+def _say_which_server(api: str | None) -> None:
+    """Once per command: the runs go to the home's long-lived server (`keel server start`)."""
+    from pathlib import Path
+
+    from keel.flows.local_server import running
+
+    server = running(Path(os.environ["PREFECT_HOME"]))
+    if api and server is not None and server.url == api and api not in _SAID:
+        _SAID.add(api)
+        click.echo(f"keel: using this home's Prefect server at {api} ('keel server stop' stops it)", err=True)
 
 
 @click.command("run")

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from keel.flows.local_server import running
 from keel.flows.prefect_db import seed
 
 
@@ -47,6 +48,8 @@ def configure_prefect(home: Path | None = None) -> None:
         os.environ.setdefault(key, value)
     prefect_home = Path(os.environ["PREFECT_HOME"])
     prefect_home.mkdir(parents=True, exist_ok=True)
+    if "PREFECT_API_URL" not in os.environ and (server := running(prefect_home)) is not None:
+        os.environ["PREFECT_API_URL"] = server.url  # `keel server start` runs one for this home: use it
     seed(prefect_home)  # a fresh home starts from keel's migrated Prefect database, when one was built
     if "prefect.context" in sys.modules:  # Prefect read its settings already: make it read them again
         from prefect.context import refresh_global_settings_context
