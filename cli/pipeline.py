@@ -21,6 +21,7 @@ def _run_flow(batch: str, config: str) -> dict[str, Any]:
     from keel.core.errors import map_exceptions, prefect_errors
     from keel.flows.settings import require_api
 
+    _quiet_prefect()
     api = PREFECT_API_URL.value()
     _say_which_server(api)
     require_api(api)
@@ -30,6 +31,17 @@ def _run_flow(batch: str, config: str) -> dict[str, Any]:
 
 
 _SAID: set[str] = set()
+
+
+def _quiet_prefect() -> None:
+    """keel reports a failed run in one line; Prefect's own log of it (with its traceback) only under --debug."""
+    import logging
+
+    ctx = click.get_current_context(silent=True)
+    if os.environ.get("KEEL_DEBUG") or (ctx is not None and (ctx.find_root().obj or {}).get("debug")):
+        return
+    for name in ("prefect", "prefect.task_runs", "prefect.flow_runs", "prefect.task_engine", "prefect.flow_engine"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _say_which_server(api: str | None) -> None:

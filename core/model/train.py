@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,9 +85,39 @@ class TrainedModel:
     num_boost_round: int
 
 
+def _lightgbm() -> Any:
+    """LightGBM, its messages sent to the `keel.lightgbm` logger instead of printed: a failure reaches the user
+    once, as keel's one-line error (its reason taken from the exception), not also as LightGBM's own print."""
+    import lightgbm
+
+    if not getattr(lightgbm, "_keel_logger", False):
+        lightgbm.register_logger(logging.getLogger("keel.lightgbm"))
+        lightgbm._keel_logger = True  # type: ignore[attr-defined]
+    return lightgbm
+
+
+@contextmanager
+def _native_stderr_to_log() -> Iterator[None]:
+    """LightGBM's C++ side prints its fatal errors straight to file descriptor 2 before raising them; the
+    raised error is what keel reports, so those lines go to the `keel.lightgbm` log instead of the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace").strip()
+            if text:
+                logging.getLogger("keel.lightgbm").debug("%s", text)
+
+
 def train_model(frame: pl.DataFrame, spec: FeatureSpec, params: dict[str, Any], num_boost_round: int) -> TrainedModel:
     """Fit LightGBM on the labelled rows of ``frame``; deterministic for the same inputs."""
-    import lightgbm as lgb
+    lgb = _lightgbm()
 
     y = label_array(frame, spec)
     keep = ~np.isnan(y)
@@ -90,7 +126,7 @@ def train_model(frame: pl.DataFrame, spec: FeatureSpec, params: dict[str, Any], 
     categories = category_codes(frame, spec.categorical)
     X = design_matrix(frame, spec, categories)
     cat_idx = [spec.features.index(c) for c in spec.categorical]
-    with map_exceptions(lightgbm_errors("training")):
+    with map_exceptions(lightgbm_errors("training")), _native_stderr_to_log():
         data = lgb.Dataset(X, label=y, feature_name=spec.features, categorical_feature=cat_idx, free_raw_data=True,
                            params={"verbosity": -1})
         booster = lgb.train(params, data, num_boost_round=num_boost_round)
@@ -103,9 +139,9 @@ def train_model(frame: pl.DataFrame, spec: FeatureSpec, params: dict[str, Any], 
 
 
 def load_booster(text: str) -> Any:
-    import lightgbm as lgb
+    lgb = _lightgbm()
 
-    with map_exceptions(lightgbm_errors("loading a model")):
+    with map_exceptions(lightgbm_errors("loading a model")), _native_stderr_to_log():
         booster = lgb.Booster(model_str=text)
     return booster
 

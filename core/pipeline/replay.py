@@ -37,8 +37,7 @@ def resolve(ws: Workspace, prefix: str) -> ReplayTarget:
             .where(col(Quarantine.dataset_id).startswith(prefix)).group_by(Quarantine.dataset_id)
             .order_by(Quarantine.dataset_id).limit(3)).all()
         if not found:
-            raise NotFound(f"no quarantined batch has a dataset version starting with {prefix} "
-                           "(see the alerts view of 'keel tui')")
+            return _dead_letter(ws, prefix)
         if len(found) > 1:
             raise UsageError(f"{prefix} is ambiguous: it starts {', '.join(d[:12] for d, *_ in found)}"
                              f"{' and more' if len(found) > 2 else ''}; give more digits")
@@ -51,6 +50,32 @@ def resolve(ws: Workspace, prefix: str) -> ReplayTarget:
         raise ChecksumMismatch(f"the stored copy of dataset {dataset_id[:12]} is missing at {where}")
     path = ws.artifacts.local_copy(where, dataset_id, ws.settings.home_path / "replay")  # from object storage
     return ReplayTarget(dataset_id, path, dv.source, int(rows), int(rows) - int(replayed or 0))
+
+
+def _dead_letter(ws: Workspace, prefix: str) -> ReplayTarget:
+    """A batch whose runs failed (a dead letter), by its dataset version or its last failed run's id."""
+    from keel.core.store.queries import dead_letters
+
+    found = [d for d in dead_letters(ws.engine, ws.cfg.model, limit=10_000)
+             if (d["dataset_id"] or "").startswith(prefix) or d["run_id"].startswith(prefix)]
+    if not found:
+        raise NotFound(f"no quarantined or failed batch has a dataset version (or failed run) starting with {prefix} "
+                       "(see 'keel dead-letters' and the alerts view of 'keel tui')")
+    if len(found) > 1:
+        raise UsageError(f"{prefix} is ambiguous: {', '.join((d['dataset_id'] or d['run_id'])[:12] for d in found[:3])}; "
+                         "give more digits")
+    letter = found[0]
+    if letter["dataset_id"]:  # it got as far as ingest: the immutable stored copy
+        with ws.session() as session:
+            dv = session.get(DatasetVersion, letter["dataset_id"])
+        if dv is not None:
+            where = ws.artifacts.locate(dv.artifact_uri)
+            path = ws.artifacts.local_copy(where, dv.id, ws.settings.home_path / "replay")
+            return ReplayTarget(dv.id, path, dv.source, 0, 0)
+    source = Path(letter["source"])  # failed before its copy was stored: the file it came from
+    if not source.is_file():
+        raise NotFound(f"the failed batch {letter['source']} is gone and was never stored")
+    return ReplayTarget(letter["dataset_id"] or "", source, letter["source"], 0, 0)
 
 
 def mark_replayed(ws: Workspace, dataset_id: str, run_id: str, actor: str) -> int:

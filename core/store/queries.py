@@ -456,3 +456,31 @@ def model_names(engine: Engine) -> list[str]:
 
 def fmt_time(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M") if at else "-"
+
+
+# --- dead letters: failed runs not yet got through -------------------------------------------------
+
+
+def dead_letters(engine: Engine, model: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Batches whose pipeline runs failed and that no later run got through, newest first: the stage that
+    failed, its error, how many attempts failed. Quarantined batches are the other kind (quarantine_page)."""
+    with Session(engine) as session:
+        query = select(PipelineRun).where(PipelineRun.flow == "run_pipeline",
+                                          col(PipelineRun.status).in_(("failed", "completed", "quarantined")))
+        if model:
+            query = query.where(PipelineRun.model_name == model)
+        letters: dict[tuple[str, str | None], dict[str, Any]] = {}
+        for order, run in enumerate(session.exec(query.order_by(col(PipelineRun.started_at)))):
+            key = (run.model_name, run.batch_id or run.source)
+            if run.status != "failed":
+                letters.pop(key, None)  # a later run got through: resolved
+                continue
+            letter = letters.setdefault(key, {"model": run.model_name, "dataset_id": run.batch_id,
+                                              "source": run.source, "batch": _batch_name(run.source), "attempts": 0})
+            letter.update(attempts=letter["attempts"] + 1, run_id=run.id, error=run.error, failed_at=run.finished_at,
+                          order=order)
+        ids = [d["run_id"] for d in letters.values()]
+        stages = {s.run_id: s.name for s in session.exec(select(StageRun).where(
+            col(StageRun.run_id).in_(ids), StageRun.status == "failed"))} if ids else {}
+    newest_first = sorted(letters.values(), key=lambda d: d.pop("order"), reverse=True)
+    return [{**d, "stage": stages.get(d["run_id"], "start")} for d in newest_first[:limit]]
