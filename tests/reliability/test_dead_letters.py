@@ -32,9 +32,10 @@ def _engine(home: Path):
 
 def test_a_failed_batch_waits_as_a_dead_letter_and_its_replay_leaves_the_store_as_a_first_success(
         demo_slices, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
     from keel.core.data.demo import DEMO_CONFIG
     from keel.core.store.queries import dead_letters
-    from prefect.settings import PREFECT_API_URL
 
     api = str(PREFECT_API_URL.value())
     failing, clean = tmp_path / "failing", tmp_path / "clean"
