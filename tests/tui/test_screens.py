@@ -215,6 +215,7 @@ async def test_alerts_ack_quarantine_rows_help_and_jump(store):
         await _view(pilot, "5")
         text = screen_text(app)
         assert "Quarantined batches" in text and "tenure outside [0, 120]" in text
+        assert "Failed runs: none waiting" in app.screen.query_one("#dead-letters").render().plain
         await pilot.press("K")
         await _ready(pilot)
         await pilot.press("question_mark")
@@ -289,3 +290,20 @@ async def test_a_waiting_run_that_cannot_be_resumed_is_shown_as_a_warning_after_
         assert warning.message.startswith(f"decision recorded, but the waiting flow run {flow_run_id} could not be "
                                           "resumed: the Prefect API")  # cannot be reached, or does not know it
     assert _production() == 3, "the approval stands"
+
+
+async def test_a_failed_run_shows_as_a_dead_letter_with_its_stage(store):
+    from keel.core.store import records
+    from keel.core.workspace import Workspace
+
+    config = store()
+    ws = Workspace.open(config)
+    run = records.start_run(ws, "/data/customers-2026-06.parquet", None)
+    records.record_stage(ws, run, "train", "failed", False, 10.0, {"error": "LightGBM failed while training"})
+    records.finish_run(ws, run, "failed", error="LightGBM failed while training: out of memory")
+    app = KeelApp(config, refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _view(pilot, "5")
+        text = app.screen.query_one("#dead-letters").render().plain
+    assert "customers-2026-06" in text and "at train, 1 attempt(s)" in text and run[:12] in text

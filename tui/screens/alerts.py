@@ -49,6 +49,7 @@ class AlertsScreen(KeelScreen):
         yield PagedTable(QUARANTINE_COLUMNS, id="quarantine-table")
         with VerticalScroll(id="quarantine-detail"):
             yield Static("", id="quarantine-rows")
+        yield Static("", id="dead-letters")
         yield Footer()
 
     def reload(self) -> None:
@@ -60,7 +61,8 @@ class AlertsScreen(KeelScreen):
 
         engine = self.keel.ctx.engine()
         self.deliver(PageLoaded("alerts", {"alerts": queries.alerts_page(engine, limit=100),
-                                           "batches": queries.quarantine_page(engine, limit=100)}))
+                                           "batches": queries.quarantine_page(engine, limit=100),
+                                           "failed": queries.dead_letters(engine, limit=20)}))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load-quarantine-rows")
     def load_rows(self, dataset_id: str) -> None:
@@ -77,6 +79,11 @@ class AlertsScreen(KeelScreen):
         qt.show([[short_when(b["at"]), clip(b["batch"], 24), str(b["rows"]), "YES" if b["whole_batch"] else "no",
                   clip(b["reason"], 60)] for b in self.batches["rows"]], self.batches["rows"])
         self._rows_for(qt.current)
+        failed = message.page["failed"]
+        self.query_one("#dead-letters", Static).update(
+            "Failed runs: none waiting" if not failed else "Failed runs (keel replay ID runs one again):\n" + "\n".join(
+                f"  {short_when(d['failed_at'])} {clip(d['batch'], 24)} at {d['stage']}, {d['attempts']} attempt(s), "
+                f"ID {(d['dataset_id'] or d['run_id'])[:12]}: {clip(d['error'] or '-', 50)}" for d in failed))
         self.show_status()
         self.refresh_bindings()
 
