@@ -18,7 +18,7 @@ from keel.core.config import ContractConfig, DriftConfig, GateConfig
 from keel.core.data.artifacts import Artifacts
 from keel.core.data.batches import batch_format, check_file, frame_bytes, read_batch, snapshot_file, time_span
 from keel.core.data.contract import Contract, learn_contract, validate
-from keel.core.data.features import ColumnRoles, FeatureSpec, feature_spec, label_array
+from keel.core.data.features import ColumnRoles, FeatureSpec, feature_spec, label_array, require_roles
 from keel.core.errors import DataError
 from keel.core.memo import Memo
 from keel.core.store import records
@@ -87,7 +87,10 @@ def preflight(ws: Workspace, path: str) -> None:
     frame = read_batch(path)
     if ws.cfg.target not in frame.columns:
         raise DataError(f"{path}: target column '{ws.cfg.target}' is missing (columns: {', '.join(frame.columns[:10])})")
-    feature_spec(ws.cfg, frame)
+    if records.has_production(ws):  # its contract judges the batch (types, labels): quarantined rows, exit 3
+        require_roles(ws.cfg, frame)
+    else:  # the run learns the contract and the model from this batch
+        feature_spec(ws.cfg, frame)
 
 
 _FRAMES: Memo[pl.DataFrame] = Memo(6)
