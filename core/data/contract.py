@@ -136,7 +136,7 @@ def validate(frame: pl.DataFrame, contract: Contract, rules: ContractConfig) -> 
     for col, kind in contract.columns.items():
         if kind == "numeric" and col in frame.columns and frame.schema[col].is_float():
             checks.append((f"{col} is not finite", pl.col(col).is_infinite() | pl.col(col).is_nan()))
-    if contract.target in frame.columns and contract.labels:
+    if contract.target in frame.columns and contract.labels and _kind(frame.schema[contract.target]) != "other":
         allowed = contract.labels
         checks.append((f"label {contract.target} not in {allowed}",
                        pl.col(contract.target).is_not_null() & ~pl.col(contract.target).cast(pl.String).is_in(allowed)))

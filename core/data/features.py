@@ -102,6 +102,9 @@ def require_roles(cfg: ColumnRoles, frame: pl.DataFrame) -> None:
 def feature_spec(cfg: ColumnRoles, frame: pl.DataFrame) -> FeatureSpec:
     """Features = every column but the target, id, timestamp and the excluded ones."""
     require_roles(cfg, frame)
+    kind = frame.schema[cfg.target]
+    if kind.is_nested() or kind.is_temporal() or kind == pl.Binary:
+        raise DataError(f"target column '{cfg.target}' is {kind}: a label is a number, a boolean or a text")
     unknown = [c for c in cfg.exclude + (cfg.categorical or []) if c not in frame.columns]
     if unknown:
         raise ConfigError(f"keel.toml names column '{unknown[0]}', which is not in the batch")
