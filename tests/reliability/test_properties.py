@@ -29,7 +29,7 @@ from keel.core.errors import KeelError
 from keel.core.model.evaluate import classification_metrics
 
 BOUNDED = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FEWER = settings(BOUNDED, max_examples=100)  # each example hashes several frames
+FEWER = settings(BOUNDED, max_examples=100)  # for the costlier examples: every dtype, several hashes each
 
 # every dtype polars' strategies make that a batch file can hold (Object cannot be written to Parquet)
 BATCH_DTYPES = [
@@ -95,7 +95,7 @@ def batches_for(draw: st.DrawFn, contract: Contract, extra: bool = True) -> pl.D
     return draw(dataframes(cols or [column("extra_0")], min_size=0, max_size=12))
 
 
-@BOUNDED
+@FEWER
 @given(frame=batches_for(FIXED))
 def test_any_batch_passes_or_fails_the_contract_with_named_reasons(frame):
     _check(frame, FIXED, CFG.contract)
