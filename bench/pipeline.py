@@ -115,7 +115,7 @@ KEEL_TIMED = [
     ("keel.core.pipeline.stages", "load_dataset", "io: load_dataset (read+sha256+parse)"),
     ("keel.core.pipeline.stages", "batch_ids", "io: batch_ids"),
     ("keel.core.pipeline.stages", "contract_for", "core: contract_for"),
-    ("keel.core.pipeline.stages", "sha256_file", "io: sha256 of the batch file"),
+    ("keel.core.pipeline.stages", "snapshot_file", "io: copy + sha256 of the batch file"),
     ("keel.core.pipeline.stages", "read_batch", "io: read_batch"),
     ("keel.core.data.batches", "Artifacts.read_verified", "io: read artifact + sha256"),
     ("keel.core.data.batches", "Artifacts.put_file", "io: put artifact"),

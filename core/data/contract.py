@@ -43,7 +43,30 @@ def _kind(dtype: pl.DataType) -> str:
         return "boolean"
     if dtype.is_temporal():
         return "temporal"
-    return "string"
+    if dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum):
+        return "string"
+    return "other"  # binary, lists, arrays, structs: no feature or label is made of these
+
+
+def _kind_of(values: pl.Series) -> str:
+    """The kind of a batch's column; one with no value at all has none (a CSV reads an empty column as text)."""
+    return "null" if values.len() and values.null_count() == values.len() else _kind(values.dtype)
+
+
+def _mismatch(col: str, expected: str, values: pl.Series) -> str:
+    """Why ``values`` break the contract's kind for ``col``, in words: numbers kept as text, or text among numbers."""
+    actual = _kind_of(values)
+    if expected == "numeric" and actual == "string":
+        text = values.cast(pl.String)
+        bad = text.is_not_null() & text.str.strip_chars().cast(pl.Float64, strict=False).is_null()
+        if not bad.any():
+            return f"column '{col}' holds numbers as text ({values.dtype}), the contract says numeric"
+        row = int(bad.arg_true()[0])
+        shown = str(text[row])
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        return (f"column '{col}' mixes numbers and text ({int(bad.sum())} of {values.len()} values are not numbers, "
+                f"first {shown!r} in row {row + 1}), the contract says numeric")
+    return f"column '{col}' is {actual} ({values.dtype}), the contract says {expected}"
 
 
 def learn_contract(frame: pl.DataFrame, spec: FeatureSpec, ranges: Mapping[str, list[float]] | None = None) -> Contract:
@@ -90,14 +113,15 @@ def validate(frame: pl.DataFrame, contract: Contract, rules: ContractConfig) -> 
     `rules` are keel.toml's [contract] limits (max_bad_share, max_null_increase); the declared ranges
     travel in the contract."""
     rows = frame.height
+    if rows == 0:
+        return Validation(rows, [], "the batch has no rows")
     for col, kind in contract.columns.items():
         if col == contract.target and col not in frame.columns:
             continue  # an unlabelled batch
         if col not in frame.columns:
             return Validation(rows, [], f"required column '{col}' is missing")
-        actual = _kind(frame.schema[col])
-        if not _compatible(kind, actual):
-            return Validation(rows, [], f"column '{col}' is {actual}, the contract says {kind}")
+        if not _compatible(kind, _kind_of(frame[col])):
+            return Validation(rows, [], _mismatch(col, kind, frame[col]))
     rise = rules.max_null_increase
     for col in contract.columns:
         if col in frame.columns and col != contract.target:
@@ -112,7 +136,7 @@ def validate(frame: pl.DataFrame, contract: Contract, rules: ContractConfig) -> 
     for col, kind in contract.columns.items():
         if kind == "numeric" and col in frame.columns and frame.schema[col].is_float():
             checks.append((f"{col} is not finite", pl.col(col).is_infinite() | pl.col(col).is_nan()))
-    if contract.target in frame.columns and contract.labels:
+    if contract.target in frame.columns and contract.labels and _kind(frame.schema[contract.target]) != "other":
         allowed = contract.labels
         checks.append((f"label {contract.target} not in {allowed}",
                        pl.col(contract.target).is_not_null() & ~pl.col(contract.target).cast(pl.String).is_in(allowed)))

@@ -89,14 +89,22 @@ def infer_positive(cfg: ColumnRoles, labels: pl.Series) -> str:
     raise ConfigError(f"target '{cfg.target}' has values {shown}: set 'positive' in keel.toml to the positive one")
 
 
-def feature_spec(cfg: ColumnRoles, frame: pl.DataFrame) -> FeatureSpec:
-    """Features = every column but the target, id, timestamp and the excluded ones."""
+def require_roles(cfg: ColumnRoles, frame: pl.DataFrame) -> None:
+    """The target column and keel.toml's id and timestamp columns must be in the batch."""
     if cfg.target not in frame.columns:
         raise DataError(f"target column '{cfg.target}' is not in the batch (columns: {', '.join(frame.columns[:12])})")
     for key in ("id", "timestamp"):
         col = getattr(cfg, key)
         if col is not None and col not in frame.columns:
             raise DataError(f"{key} column '{col}' is not in the batch")
+
+
+def feature_spec(cfg: ColumnRoles, frame: pl.DataFrame) -> FeatureSpec:
+    """Features = every column but the target, id, timestamp and the excluded ones."""
+    require_roles(cfg, frame)
+    kind = frame.schema[cfg.target]
+    if kind.is_nested() or kind.is_temporal() or kind == pl.Binary:
+        raise DataError(f"target column '{cfg.target}' is {kind}: a label is a number, a boolean or a text")
     unknown = [c for c in cfg.exclude + (cfg.categorical or []) if c not in frame.columns]
     if unknown:
         raise ConfigError(f"keel.toml names column '{unknown[0]}', which is not in the batch")

@@ -67,6 +67,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: flo
     """Accuracy, precision, recall, F1, ROC AUC, log loss, Brier and the confusion matrix."""
     y = _as_labels(y_true)
     p = _as_proba(proba, y.size)
+    if p.min() < 0.0 or p.max() > 1.0:  # a margin or a score: log loss and Brier would be meaningless (or NaN)
+        raise DataError(f"probabilities must be between 0 and 1, not {p.min():g} to {p.max():g}")
     pred = p >= threshold
     pos = y == 1
     tp = int(np.sum(pred & pos))

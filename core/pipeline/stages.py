@@ -16,9 +16,9 @@ from sqlmodel import col, select
 
 from keel.core.config import ContractConfig, DriftConfig, GateConfig
 from keel.core.data.artifacts import Artifacts
-from keel.core.data.batches import batch_format, frame_bytes, read_batch, sha256_file, time_span
+from keel.core.data.batches import batch_format, check_file, frame_bytes, read_batch, snapshot_file, time_span
 from keel.core.data.contract import Contract, learn_contract, validate
-from keel.core.data.features import ColumnRoles, FeatureSpec, feature_spec, label_array
+from keel.core.data.features import ColumnRoles, FeatureSpec, feature_spec, label_array, require_roles
 from keel.core.errors import DataError
 from keel.core.memo import Memo
 from keel.core.store import records
@@ -37,9 +37,13 @@ def ingest(ws: Workspace, path: str) -> dict[str, Any]:
     """Hash the batch, keep an immutable copy, register its dataset version. `path` is a file or any fsspec
     URL (an inbox on object storage): a remote batch is fetched to KEEL_HOME/incoming first."""
     src, source = local_batch(ws, path)
-    frame = read_batch(src)  # raises a one-line error for missing, empty or corrupt files
-    sha = sha256_file(src)
-    _, dest = ws.artifacts.put_file(src, sha)
+    # one copy, hashed as it is made, is read and stored: a file changing meanwhile cannot split hash from bytes
+    snap, sha = snapshot_file(src, ws.settings.home_path / "incoming", name=path)
+    try:
+        frame = read_batch(snap, name=path)  # raises a one-line error for missing, empty or corrupt files
+        _, dest = ws.artifacts.put_file(snap, sha)
+    finally:
+        snap.unlink(missing_ok=True)
     labelled = frame.height - frame[ws.cfg.target].null_count() if ws.cfg.target in frame.columns else 0
     start, end = time_span(frame, ws.cfg.timestamp)
     row = {"id": sha, "kind": "batch", "source": source, "format": batch_format(src),
@@ -53,6 +57,7 @@ def local_batch(ws: Workspace, path: str) -> tuple[Path, str]:
     """The batch as a local file, and the source to record: a path as it is, a URL fetched once."""
     if "://" not in path or path.startswith("file://"):
         src = Path(path.removeprefix("file://"))
+        check_file(src, path)  # a link loop, a folder or a pipe: one line, before resolve() meets it
         return src, str(src.resolve())
     from fsspec.core import url_to_fs
 
@@ -82,7 +87,10 @@ def preflight(ws: Workspace, path: str) -> None:
     frame = read_batch(path)
     if ws.cfg.target not in frame.columns:
         raise DataError(f"{path}: target column '{ws.cfg.target}' is missing (columns: {', '.join(frame.columns[:10])})")
-    feature_spec(ws.cfg, frame)
+    if records.has_production(ws):  # its contract judges the batch (types, labels): quarantined rows, exit 3
+        require_roles(ws.cfg, frame)
+    else:  # the run learns the contract and the model from this batch
+        feature_spec(ws.cfg, frame)
 
 
 _FRAMES: Memo[pl.DataFrame] = Memo(6)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import col, func, select
 
@@ -18,6 +20,7 @@ from keel.core.jsonsafe import json_safe
 from keel.core.memo import Memo
 from keel.core.store.engine import bulk_insert_ignore, insert_ignore
 from keel.core.store.models import (
+    Alias,
     DatasetLineage,
     DatasetVersion,
     DriftReport,
@@ -79,6 +82,17 @@ def register_dataset(ws: Workspace, row: dict[str, Any], parents: list[str] = ()
     with ws.session() as session:
         insert_ignore(session, DatasetVersion, [{**row, "created_at": utcnow()}])
         insert_ignore(session, DatasetLineage, [{"parent_id": p, "child_id": row["id"]} for p in parents])
+
+
+def has_production(ws: Workspace) -> bool:
+    """Whether the workspace's model has a production version. A SQLite store that does not exist yet has none
+    and is not created by asking: a check before a run writes nothing."""
+    url = make_url(ws.settings.db_url)
+    if url.get_backend_name() == "sqlite" and not (url.database and url.database != ":memory:"
+                                                  and Path(url.database).exists()):
+        return False
+    with ws.session() as session:
+        return session.get(Alias, (ws.cfg.model, "production")) is not None
 
 
 def completed_run(ws: Workspace, batch_id: str) -> PipelineRun | None:
