@@ -34,14 +34,19 @@ _SAID: set[str] = set()
 
 
 def _quiet_prefect() -> None:
-    """keel reports a failed run in one line; Prefect's own log of it (with its traceback) only under --debug."""
+    """keel reports a failed run in one line; Prefect's own logs (a failed task's traceback, its events worker
+    flushing at exit) only under --debug."""
     import logging
 
     ctx = click.get_current_context(silent=True)
     if os.environ.get("KEEL_DEBUG") or (ctx is not None and (ctx.find_root().obj or {}).get("debug")):
         return
-    for name in ("prefect", "prefect.task_runs", "prefect.flow_runs", "prefect.task_engine", "prefect.flow_engine"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    logging.getLogger("prefect").setLevel(logging.CRITICAL)  # loggers made later inherit it
+    for service in ("EventsWorker", "APILogWorker"):  # Prefect's queue services log under their class names
+        logging.getLogger(service).setLevel(logging.CRITICAL)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("prefect") and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.CRITICAL)
 
 
 def _say_which_server(api: str | None) -> None:

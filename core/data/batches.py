@@ -104,10 +104,12 @@ def read_batch(path: str | Path, name: object = None) -> pl.DataFrame:
     if problem:
         raise DataError(f"{shown}: cannot read {fmt}: {problem}")
     try:
+        # from bytes read once, never a memory map: a file cut short while mapped kills the process (SIGBUS)
+        data = io.BytesIO(path.read_bytes())
         if fmt == "parquet":
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(data)
         else:
-            frame = pl.read_csv(path, infer_schema_length=None, null_values=["", "NA"], try_parse_dates=False)
+            frame = pl.read_csv(data, infer_schema_length=None, null_values=["", "NA"], try_parse_dates=False)
     except pl.exceptions.NoDataError:
         raise DataError(f"{shown}: the file is empty") from None
     except Exception as exc:  # polars raises many types for corrupt files
