@@ -210,32 +210,44 @@ def run_embedded(work: Path, batches: list[Path], cleanup: ExitStack) -> dict[st
 
 
 class Api:
-    """The few Prefect REST calls the driver needs (no Prefect import in the driver)."""
+    """The few Prefect REST calls the driver needs (no Prefect import in the driver); it retries what Prefect's
+    own client retries (429, 502, 503, transport errors) and counts those answers."""
 
     def __init__(self, url: str) -> None:
         import httpx
 
-        self.http = httpx.Client(base_url=url, timeout=30)
+        self.http, self.transport_error, self.retried = httpx.Client(base_url=url, timeout=30), httpx.TransportError, 0
+
+    def call(self, method: str, url: str, **kw: Any) -> Any:
+        for attempt in range(6):
+            try:
+                response = self.http.request(method, url, **kw)
+                if response.status_code not in (429, 502, 503) or attempt == 5:
+                    return response.raise_for_status().json()
+            except self.transport_error:
+                if attempt == 5:
+                    raise
+            self.retried += 1
+            time.sleep(min(2**attempt, 10))
 
     def deployment(self, name: str) -> str:
-        return self.http.get(f"/deployments/name/{name}").raise_for_status().json()["id"]
+        return self.call("GET", f"/deployments/name/{name}")["id"]
 
     def start(self, deployment: str, parameters: dict[str, Any]) -> str:
-        return self.http.post(f"/deployments/{deployment}/create_flow_run",
-                              json={"parameters": parameters}).raise_for_status().json()["id"]
+        return self.call("POST", f"/deployments/{deployment}/create_flow_run", json={"parameters": parameters})["id"]
 
     def runs(self, deployment: str, due: bool = False) -> list[dict[str, Any]]:
         flt: dict[str, Any] = {"deployment_id": {"any_": [deployment]}}
         if due:  # the schedule keeps an hour of future scans: only those due by now
             flt["expected_start_time"] = {"before_": datetime.now().astimezone().isoformat()}
-        return self.http.post("/flow_runs/filter", json={"flow_runs": flt, "limit": 200, "sort":
-                                                         "EXPECTED_START_TIME_ASC"}).raise_for_status().json()
+        return self.call("POST", "/flow_runs/filter", json={"flow_runs": flt, "limit": 200,
+                                                            "sort": "EXPECTED_START_TIME_ASC"})
 
     def states(self, run: str) -> list[dict[str, Any]]:
-        return self.http.get("/flow_run_states/", params={"flow_run_id": run}).raise_for_status().json()
+        return self.call("GET", "/flow_run_states/", params={"flow_run_id": run})
 
     def workers_online(self) -> int:
-        workers = self.http.post("/work_pools/keel-process/workers/filter", json={}).raise_for_status().json()
+        workers = self.call("POST", "/work_pools/keel-process/workers/filter", json={})
         return sum(w.get("status") == "ONLINE" for w in workers)
 
 
@@ -329,7 +341,7 @@ def run_deployed(work: Path, batches: list[Path], workers: int, limit: int, quer
     failed = [r["name"] for r in runs if r["state_type"] in ("FAILED", "CRASHED", "CANCELLED")]
     return {"workers": workers, "limit": limit, "query_s": query, "setup_s": setup, "wall_s": end - t0, "t0": t0, "cpu_s": cpu,
             "busy_cores": (busy1 - busy0) / (all1 - all0) * os.cpu_count(), "load": [load_before, load()],
-            "runs": timings, "failed": failed, "scans": {
+            "api_retries": api.retried, "runs": timings, "failed": failed, "scans": {
                 "driver": sum(r["id"] in mine for r in scans), "schedule": sum(r["id"] not in mine for r in scans),
                 "run_s": [(ts(r["end_time"]) or 0) - (ts(r["created"]) or 0) for r in scans]},
             "outcomes": outcomes(store_db)}
@@ -421,7 +433,7 @@ def report(results: dict[str, Any]) -> None:
         print(f"\n{d['workers']} worker(s): " + ("same dataset versions, decisions, model versions and SHA-256s, "
               "and production versions as the embedded default" if not problems else "DIFFERENT: " + "; ".join(problems))
               + f"; each model's batches in batch order, one at a time: {'yes' if order else 'NO'}; failed or crashed runs: "
-              + (", ".join(d["failed"]) or "none") + f"; set-up (server, deploy, workers) {d['setup_s']:.0f} s")
+              + (", ".join(d["failed"]) or "none") + f"; the driver's API calls retried {d['api_retries']} times; set-up (server, deploy, workers) {d['setup_s']:.0f} s")
     decisions = {m: [o["decision"] for o in v] for m, v in emb["outcomes"].items()}
     print("decisions (embedded): " + "; ".join(f"{m}: {' '.join(v)}" for m, v in decisions.items()))
 
