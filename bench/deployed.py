@@ -145,6 +145,24 @@ def outcomes(db_url: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def stage_seconds(db_url: str) -> dict[str, float]:
+    """Seconds per pipeline stage (the store's stage_run), summed over every finished run."""
+    from sqlalchemy import create_engine, func
+    from sqlmodel import Session, col, select
+
+    from keel.core.store.models import PipelineRun, StageRun
+
+    engine = create_engine(db_url)
+    try:
+        with Session(engine) as session:
+            rows = session.exec(select(StageRun.name, func.sum(StageRun.duration_ms)).join(
+                PipelineRun, col(PipelineRun.id) == col(StageRun.run_id)).where(
+                PipelineRun.flow == "run_pipeline").group_by(StageRun.name)).all()
+    finally:
+        engine.dispose()
+    return {name: ms / 1000 for name, ms in rows}
+
+
 def differences(expected: dict[str, list[dict[str, Any]]], got: dict[str, list[dict[str, Any]]]) -> list[str]:
     keys = ("batch", "dataset", "decision", "model_version", "model_sha256", "production")
     problems = []
@@ -203,7 +221,8 @@ def run_embedded(work: Path, batches: list[Path], cleanup: ExitStack) -> dict[st
     return {"wall_s": wall, "span_s": runs[-1]["end"] - runs[0]["start"], "startup_s": runs[0]["start"] - start,
             "cpu_s": usage.ru_utime + usage.ru_stime, "run_s": [r["end"] - r["start"] for r in runs],
             "busy_cores": (busy1 - busy0) / (all1 - all0) * os.cpu_count(), "load": [load_before, load()],
-            "outcomes": outcomes(f"sqlite:///{folder / 'home' / 'keel.db'}")}
+            "outcomes": outcomes(f"sqlite:///{folder / 'home' / 'keel.db'}"),
+            "stages": stage_seconds(f"sqlite:///{folder / 'home' / 'keel.db'}")}
 
 
 # --- the deployed set-up ----------------------------------------------------------------------------------------
@@ -306,7 +325,8 @@ def run_deployed(work: Path, batches: list[Path], workers: int, limit: int, quer
             shutil.copy2(b, staged / b.name)
     print(f"  set-up {setup:.0f} s; load {load()}", flush=True)
 
-    load_before, (busy0, all0), cpu0 = load(), busy_cores(), tree([p.pid for p in d.procs.values()])
+    load_before, (busy0, all0) = load(), busy_cores()
+    cpu0 = {name: tree([p.pid]) for name, p in d.procs.items()}
     t0 = time.time()
     for _, folder in FILES.values():
         os.replace(project / f".staged-{folder}", project / folder)  # incoming/ is empty: replaced at once
@@ -327,8 +347,8 @@ def run_deployed(work: Path, batches: list[Path], workers: int, limit: int, quer
                 mine.add(api.start(inbox, {"config": config, "inbox": folder}))
         time.sleep(1)
     busy1, all1 = busy_cores()
-    cpu1 = tree([p.pid for p in d.procs.values()])
-    cpu = sum(c for _, c in cpu1.values()) - sum(c for _, c in cpu0.values())
+    cpu1 = {name: tree([p.pid]) for name, p in d.procs.items()}
+    cpu = {name: sum(c for _, c in cpu1[name].values()) - sum(c for _, c in cpu0[name].values()) for name in cpu1}
     end = max(ts(r["end_time"]) or 0 for r in done)
 
     timings = []
@@ -344,7 +364,7 @@ def run_deployed(work: Path, batches: list[Path], workers: int, limit: int, quer
             "api_retries": api.retried, "runs": timings, "failed": failed, "scans": {
                 "driver": sum(r["id"] in mine for r in scans), "schedule": sum(r["id"] not in mine for r in scans),
                 "run_s": [(ts(r["end_time"]) or 0) - (ts(r["created"]) or 0) for r in scans]},
-            "outcomes": outcomes(store_db)}
+            "outcomes": outcomes(store_db), "stages": stage_seconds(store_db)}
 
 
 # --- the report ---------------------------------------------------------------------------------------------
@@ -417,12 +437,19 @@ def report(results: dict[str, Any]) -> None:
         ["inbox scans run: driver / schedule", *col(lambda d, s: f"{d['scans']['driver']} / {d['scans']['schedule']}", "-")],
         ["inbox scan, created to Completed, median s", *col(lambda d, s: f"{med(d['scans']['run_s']):.1f}", "-")],
         ["share of the wall with both models' runs going", *col(lambda d, s: f"{s['both']:.0%}", "-")],
-        ["CPU of keel's processes (server, workers, flow runs), s", f"{emb['cpu_s']:.0f}",
-         *col(lambda d, s: f"{d['cpu_s']:.0f}")[1:]],
+        ["CPU of keel's processes, s (deployed: server + workers with their flow runs)", f"{emb['cpu_s']:.0f}",
+         *col(lambda d, s: f"{sum(d['cpu_s'].values()):.0f} ({d['cpu_s']['server']:.0f} + "
+              f"{sum(d['cpu_s'].values()) - d['cpu_s']['server']:.0f})")[1:]],
         ["machine busy cores over the wall (of 2, others' work included)", f"{emb['busy_cores']:.2f}",
          *col(lambda d, s: f"{d['busy_cores']:.2f}")[1:]],
         ["load average before / after (1, 5, 15 min)", " / ".join(emb["load"]), *col(lambda d, s: " / ".join(d["load"]))[1:]],
     ]
+    names = sorted({k for r in [emb, *deployed] for k in r["stages"]}, key=lambda k: -emb["stages"].get(k, 0))
+    bodies = [sum(x["body_s"] for v in r["outcomes"].values() for x in v) for r in [emb, *deployed]]
+    rows.append(["flow bodies, total s: in the stages / outside them (store writes, glue)",
+                 *[f"{sum(r['stages'].values()):.1f} / {b - sum(r['stages'].values()):.1f}"
+                   for r, b in zip([emb, *deployed], bodies, strict=True)]])
+    rows += [[f"  stage {k}, total s", *[f"{r['stages'].get(k, 0):.1f}" for r in [emb, *deployed]]] for k in names]
     print()
     print(fmt_table(["per batch and machine", "embedded", *[f"{d['workers']} worker(s)" for d in deployed]], rows))
     for d in deployed:
