@@ -358,7 +358,8 @@ def run_deployed(work: Path, batches: list[Path], workers: int, limit: int, quer
                         "pending": states.get("PENDING") or ts(r["created"]),
                         "start": ts(r["start_time"]), "end": ts(r["end_time"])})
     scans = [r for r in api.runs(inbox, due=True) if r["state_type"] == "COMPLETED" and (ts(r["end_time"]) or 0) > t0]
-    failed = [r["name"] for r in runs if r["state_type"] in ("FAILED", "CRASHED", "CANCELLED")]
+    failed = [f"{r['name']} ({_model_of(r)}, {r['state_type'].lower()}: {(r['state'] or {}).get('message', '')[:400]})"
+              for r in runs if r["state_type"] in ("FAILED", "CRASHED", "CANCELLED")]
     return {"workers": workers, "limit": limit, "query_s": query, "setup_s": setup, "wall_s": end - t0, "t0": t0, "cpu_s": cpu,
             "busy_cores": (busy1 - busy0) / (all1 - all0) * os.cpu_count(), "load": [load_before, load()],
             "api_retries": api.retried, "runs": timings, "failed": failed, "scans": {
