@@ -24,7 +24,7 @@ is put on sys.path. Workers, server, flow-run processes and databases are remove
 
 Run:  KEEL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test \\
       .venv/bin/python bench/deployed.py [--workers 1,2] [--months 12] [--keep DIR] [--json FILE]
-Its figures are not recorded yet: a full run takes about 30 min here and none finished on a quiet machine.
+Its figures are not recorded yet: no full run of it finished in the session that wrote it.
 """
 
 from __future__ import annotations
