@@ -23,8 +23,9 @@ The harness lives in tests/ (shared with tests/deploy/test_deployed.py) and test
 is put on sys.path. Workers, server, flow-run processes and databases are removed on exit, Ctrl-C and SIGTERM.
 
 Run:  KEEL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test \\
-      .venv/bin/python bench/deployed.py [--workers 1,2] [--months 12] [--keep DIR] [--json FILE]
-Its figures are not recorded yet: no full run of it finished in the session that wrote it.
+      .venv/bin/python bench/deployed.py [--workers 1,2] [--worker-limit 1] [--query-seconds S] [--months 12]
+      [--keep DIR] [--json FILE]
+Figures, machine and method (recorded 2026-11-30, about 20 minutes a run): bench/README.md, "## Deployed".
 """
 
 from __future__ import annotations
