@@ -51,6 +51,16 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait for a starting server to answer; False once it died or `timeout` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while not healthy(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.3)
+    return True
+
+
 def running(prefect_home: Path) -> LocalServer | None:
     """The home's server when its process is alive; a stale record is removed."""
     path = record_path(prefect_home)
@@ -82,13 +92,10 @@ def start(prefect_home: Path, timeout: float = 120.0) -> tuple[LocalServer, bool
         proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                  "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while not healthy(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-            raise PrefectError(f"the Prefect server did not start (see {log})")
-        time.sleep(0.3)
+    if not wait_until_healthy(url, proc, timeout):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        raise PrefectError(f"the Prefect server did not start (see {log})")
     server = LocalServer(proc.pid, port, url, str(log))
     record_path(prefect_home).write_text(json.dumps(asdict(server)))
     return server, True

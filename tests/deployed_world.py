@@ -11,8 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +64,10 @@ class Deployment:
     def start_server(self) -> None:
         self.procs["server"] = self._spawn("server", [str(self.bin / "prefect"), "server", "start", "--host",
                                                       "127.0.0.1", "--port", str(self.port)], self.server_env)
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.api}/health", timeout=2)
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.procs["server"].poll() is not None:
-                    raise RuntimeError("prefect server did not start: " + self.log("server")[-2000:]) from None
-                time.sleep(0.5)
+        from keel.flows.local_server import wait_until_healthy
+
+        if not wait_until_healthy(self.api, self.procs["server"], 180):
+            raise RuntimeError("prefect server did not start: " + self.log("server")[-2000:])
 
     def prefect(self, *args: str) -> str:
         out = subprocess.run([str(self.bin / "prefect"), *args], cwd=self.project, env=self.env,

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,16 +36,11 @@ def prefect_api(tmp_path_factory):
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("prefect server did not start")
-            time.sleep(0.5)
+    from keel.flows.local_server import wait_until_healthy
+
+    if not wait_until_healthy(url, server, 120):
+        server.kill()
+        pytest.fail("prefect server did not start")
     yield url
     server.terminate()
     server.wait(timeout=30)
