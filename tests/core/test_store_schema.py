@@ -58,3 +58,48 @@ def test_time_span_is_empty_for_what_is_not_a_time():
     assert time_span(frame, "n") == (None, None)
     assert time_span(frame, "missing") == (None, None)
     assert time_span(frame, None) == (None, None)
+
+
+def _open_store_when_told(url: str, start, results) -> None:
+    from keel.core.store.engine import get_engine
+
+    start.wait()
+    try:
+        get_engine(url)
+        results.put("ok")
+    except Exception as exc:  # reported to the test, which names it
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def _open_from_processes_at_once(url: str, processes: int = 4) -> list[str]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Event(), ctx.Queue()
+    workers = [ctx.Process(target=_open_store_when_told, args=(url, start, results)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    import time
+
+    time.sleep(3)  # every process imported keel and waits at the start line
+    start.set()
+    outcomes = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    return outcomes
+
+
+def test_a_new_sqlite_store_opened_by_several_processes_at_once_is_migrated_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert _open_from_processes_at_once(url) == ["ok"] * 4
+    assert current_revision(create_engine(url)) == head_revision()
+
+
+def test_a_new_postgresql_store_opened_by_several_processes_at_once_is_migrated_once():
+    from tests.postgres_db import fresh_database
+
+    with fresh_database() as url:
+        assert _open_from_processes_at_once(url) == ["ok"] * 4
+        engine = create_engine(url)
+        assert current_revision(engine) == head_revision()
+        engine.dispose()
