@@ -238,9 +238,26 @@ def artifact_errors(root: object, *, writing: bool) -> dict[str, Translate]:
     return {"builtins.OSError": translate, "botocore.exceptions.BotoCoreError": unreachable}
 
 
-def lightgbm_errors(stage: str) -> dict[str, Translate]:
-    """LightGBM's errors as one line naming the stage that called it (training, loading a model)."""
-    return {"lightgbm.basic.LightGBMError": lambda exc: ModelError(f"LightGBM failed while {stage}: {reason(exc)}")}
+_NO_MEMORY = ("std::bad_alloc", "bad allocation", "out of memory", "cannot allocate memory")
+
+
+def lightgbm_errors(stage: str, step: str | None = None) -> dict[str, Translate]:
+    """LightGBM's errors as one line naming what it was doing (training, loading a model). Running out of memory
+    is said as such, first naming the pipeline ``step`` when given ("train: out of memory while training ..."):
+    LightGBM reports a refused allocation as LightGBMError('std::bad_alloc'), numpy and Python as MemoryError."""
+    where = f"{step}: " if step else ""
+
+    def out_of_memory(exc: BaseException) -> KeelError:
+        why = reason(exc) if str(exc) else "no memory left for the process"
+        return ModelError(f"{where}out of memory while {stage} ({why}); give the process more memory or train on "
+                          "fewer rows", title="Out of memory")
+
+    def failed(exc: BaseException) -> KeelError:
+        if any(s in reason(exc).lower() for s in _NO_MEMORY):
+            return out_of_memory(exc)
+        return ModelError(f"LightGBM failed while {stage}: {reason(exc)}")
+
+    return {"lightgbm.basic.LightGBMError": failed, "builtins.MemoryError": out_of_memory}
 
 
 def prefect_errors(api: str | None, what: str) -> dict[str, Translate]:
