@@ -1,4 +1,4 @@
-"""run_pipeline: one batch through ingest, validate, score, drift, monitor, decide, train, evaluate, gate.
+"""run_pipeline: one batch through ingest, validate, score, drift, monitor, decide, train, evaluate, register, gate.
 
 The flow body is the list of stages. Tasks take content hashes, model references and the settings they
 read, and are cached on those, their source and keel's code (keel.flows.caching), so a rerun of the same
@@ -216,7 +216,7 @@ def _decide_and_retrain(ws: Workspace, wsref: str, run: book.RunSummary, plan: b
                              n_drifted, run.metrics, detail=lambda r: {"retrain": r[0], "reasons": r[1]})
     run.retrain, run.retrain_reasons = retrain, why
     if not retrain:
-        stage.skip(("train", "evaluate", "gate"), why[-1])
+        stage.skip(("train", "evaluate", "register", "gate"), why[-1])
         run.decision, run.reasons = ("kept" if production else "none"), why
         return book.finish(ws, run, plan, writes, "completed")
 
@@ -227,7 +227,9 @@ def _decide_and_retrain(ws: Workspace, wsref: str, run: book.RunSummary, plan: b
                   detail=lambda r: {"sha256": r["sha256"]})
     evaluation = stage("evaluate", evaluate, wsref, sets["holdout"], model, production, cfg.monitor.threshold,
                        cfg.gate.alpha, cfg.gate.n_boot)
-    candidate = book.register_candidate(ws, run.run_id, sets, model, params, rounds, columns, evaluation, production)
+    # its own stage: storing the model file is the write a full or read-only artifact store fails
+    candidate = stage("register", book.register_candidate, ws, run.run_id, sets, model, params, rounds, columns,
+                      evaluation, production, detail=lambda mv: {"version": mv.version, "sha256": mv.artifact_sha256})
     decision = stage("gate", core.gate, evaluation, bool(run.drift and run.drift["detected"]), cfg.gate,
                      detail=lambda r: r)
     run.model_version, run.evaluation, run.candidate_metrics = (candidate.version, evaluation.get("comparison"),

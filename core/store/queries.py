@@ -474,6 +474,7 @@ def dead_letters(engine: Engine, model: str | None = None, limit: int = 100) -> 
             key = (run.model_name, run.batch_id or run.source)
             if run.status != "failed":
                 letters.pop(key, None)  # a later run got through: resolved
+                letters.pop((run.model_name, run.source), None)  # so is a run that failed before its batch had an id
                 continue
             letter = letters.setdefault(key, {"model": run.model_name, "dataset_id": run.batch_id,
                                               "source": run.source, "batch": _batch_name(run.source), "attempts": 0})
