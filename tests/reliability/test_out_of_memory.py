@@ -22,10 +22,10 @@ from keel.core.data.demo import DEMO_CONFIG
 
 MB = 1 << 20
 # Retrain on every batch, and training that needs far more memory than the rest of the run: LightGBM allocates
-# a histogram pool of num_leaves entries (about 30 KB each on these batches: 2.4 GB) before the first tree, in
-# a training process that starts with about 0.5 GB, while keel's own process peaks near 2 GB (its reservations).
+# a histogram pool of num_leaves entries (about 30 KB each on these batches: 3 GB) before the first tree, in
+# a training process that starts with about 0.4 GB, while keel's own process peaks near 2.1 GB (its reservations).
 CONFIG = (DEMO_CONFIG.replace("every = 3", "every = 1").replace("cooldown = 1", "cooldown = 0")
-          .replace("[retrain]\n", "[retrain]\nparams = { num_leaves = 80000 }\nnum_boost_round = 20\n"))
+          .replace("[retrain]\n", "[retrain]\nparams = { num_leaves = 100000 }\nnum_boost_round = 20\n"))
 
 
 def _limit(limit: int):  # noqa: ANN202
@@ -63,7 +63,7 @@ def test_a_refused_allocation_in_training_is_one_model_error_naming_the_stage():
         vm = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20),) * 2)
         try:
-            train_model(frame, spec, model_params({"num_leaves": 30000}, 1), 5)
+            train_model(frame, spec, model_params({"num_leaves": 80000}, 1), 5)
             print("trained")
         except ModelError as exc:
             print(type(exc).__name__, exc.title, "|", exc)
