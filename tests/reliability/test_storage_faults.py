@@ -2,9 +2,9 @@
 line naming the reason, production keeps serving, nothing is half-written under its final name, and the run after
 the fault is cleared leaves the store as a never-faulted run's.
 
-The faults are the kernel's: the folder is a small tmpfs the test mounts (root only), filled with a file until the
-write that matters gets ENOSPC, or remounted read-only (EROFS); without root, a folder made read-only by chmod
-(EACCES). Tests run as root here, where chmod does not stop a write.
+The faults are the kernel's: the folder is a small tmpfs the test mounts, filled with a file until the write that
+matters gets ENOSPC, or remounted read-only (EROFS). Mounting needs root (the tests skip without it); tests run as
+root here, where a folder made read-only by chmod would not stop a write.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def test_a_full_artifact_store_fails_the_model_write_keeps_production_and_the_re
 
 def test_a_read_only_artifact_store_fails_the_ingest_keeps_production_and_the_rerun_completes(
         demo_slices, tmp_path, small_disk, never_faulted, results):
-    """EROFS: the artifact store's tmpfs remounted read-only (as root), or its folders chmod 0o555 (EACCES)."""
+    """EROFS: the artifact store's tmpfs remounted read-only after the first batch."""
     from keel.core.store.queries import dead_letters
 
     _, expected = never_faulted
