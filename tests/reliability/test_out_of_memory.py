@@ -45,6 +45,7 @@ def _run_watching_memory(batch, home, api) -> tuple[subprocess.CompletedProcess,
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), keel_peak, train_peak
 
 
+@pytest.mark.slow  # a subprocess that imports LightGBM, and a training process
 def test_a_refused_allocation_in_training_is_one_model_error_naming_the_stage():
     """train_model under an address-space limit that the fit's histogram pool exceeds: keel's process lives on
     and gets 'train: out of memory' (LightGBM dies of SIGSEGV or raises std::bad_alloc in the training process)."""
