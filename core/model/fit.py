@@ -30,13 +30,19 @@ def fit(X: np.ndarray, y: np.ndarray, features: list[str], cat_idx: list[int], p
         num_boost_round: int) -> tuple[str, list[float]]:
     """The booster's text and its gain importances, fitted in a child process; a failure is a ModelError."""
     payload = pickle.dumps((X, y, features, cat_idx, params, num_boost_round), protocol=pickle.HIGHEST_PROTOCOL)
+    # one OpenBLAS thread: the fit does no BLAS work, and OpenBLAS's per-thread buffers, allocated at import, spin
+    # forever when a memory limit refuses them
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
     proc = subprocess.run([sys.executable, "-m", "keel.core.model.fit"], input=payload, capture_output=True,
-                          check=False)
-    if proc.stderr.strip():  # LightGBM's own prints: the log, never the terminal (keel reports its one line)
-        log.debug("%s", proc.stderr.decode(errors="replace").strip())
+                          check=False, env=env)
+    errors = proc.stderr.decode(errors="replace").strip()
+    if errors:  # LightGBM's own prints: the log, never the terminal (keel reports its one line)
+        log.debug("%s", errors)
     answer = _answer(proc.stdout)
     if answer is None:
-        raise ModelError(_died(proc.returncode), title="Out of memory")
+        last = errors.splitlines()[-1] if errors else ""
+        why = _died(proc.returncode, last)
+        raise ModelError(why, title="Out of memory" if "out of memory" in why else None)
     kind, *rest = answer
     if kind == "ok":
         return rest[0], rest[1]
@@ -63,12 +69,16 @@ def _raise(kind: str, message: str) -> None:
     raise ModelError(f"train: training failed: {message}")
 
 
-def _died(code: int) -> str:
+def _died(code: int, last: str) -> str:
+    """Why the training process gave no answer: killed by a signal, or an error before it could answer (its last
+    line of stderr, e.g. a MemoryError while importing LightGBM under a tight limit)."""
     if code < 0:
         name = signal.Signals(-code).name
         return (f"train: out of memory, most likely: the training process was killed by {name} (LightGBM crashes "
                 "instead of raising when the kernel refuses its memory; the OOM killer sends SIGKILL)")
-    return f"train: the training process exited with status {code} without an answer"
+    if "MemoryError" in last:
+        return f"train: out of memory while starting the training process ({last[:200]})"
+    return f"train: the training process exited with status {code} without an answer ({last[:200] or 'no output'})"
 
 
 def _child() -> None:
