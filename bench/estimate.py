@@ -74,7 +74,7 @@ def run_keel(home: Path, data: str) -> Path:
 # --- the cases: one per estimated batch ---------------------------------------------------------------
 
 
-def cases(home: Path, config: Path) -> list[dict[str, Any]]:
+def cases(home: Path, config: Path, check: bool = True) -> list[dict[str, Any]]:
     """Every stored estimate with its calibration rows, the batch's scores and labels, keel's estimate."""
     from sqlmodel import col, select
 
@@ -105,7 +105,7 @@ def cases(home: Path, config: Path) -> list[dict[str, Any]]:
         scores = np.array([r[0] for r in rows], dtype=np.float64)
         actual = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
         keel = estimate_metrics(scores, calibrator, ws.cfg.monitor.threshold, ws.cfg.monitor.prior_shift)
-        for m in METRICS:  # the same rows as the pipeline's: the same estimate
+        for m in METRICS if check else ():  # the same rows as the pipeline's: the same estimate
             assert abs(keel[m] - stored[m]) < 1e-9, (run.source, m, keel[m], stored[m])
         out.append({"batch": Path(run.source or "?").stem, "version": run.production_before, "source": source,
                     "y_ref": y_ref, "s_ref": s_ref, "scores": scores, "actual": actual, "keel": keel,
@@ -175,6 +175,8 @@ def main() -> None:
     parser.add_argument("--data", default="demo,shift", help="comma-separated: demo, shift")
     parser.add_argument("--keep", type=Path, help="keep the keel homes here (reused if they hold a store)")
     parser.add_argument("--json", type=Path, help="write the MAEs here")
+    parser.add_argument("--no-check", action="store_true", help="with --keep homes made by older code: recompute "
+                        "keel's estimate with this code instead of requiring it to equal the stored one")
     args = parser.parse_args()
     started = time.perf_counter()
     python = nannyml_python()
@@ -191,7 +193,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 config = run_keel(home, data)
                 print(f"{data}: pipeline run in {time.perf_counter() - t0:.0f} s", flush=True)
-            found = cases(home, config)
+            found = cases(home, config, check=not args.no_check)
             results[data] = report(data, found, nannyml(python, found, home))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
