@@ -38,6 +38,7 @@ def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], sc
     values = {**{k: est[k] for k in ESTIMATED}, "positive_rate": est["expected_positive_rate"]}
     flagged = store_points(ws, production["id"], dataset_id, "estimate", values, run_id, limits)
     return {**est, "method": "cbpe", "calibration": ws.cfg.monitor.calibration,
+            "calibration_method": calibrator.method,
             "prior_shift": ws.cfg.monitor.prior_shift, "calibration_source": source,
             "calibration_rows": calibrator.n, "calibrated_on": calibrated_on, "below_threshold": sorted(flagged)}
 
