@@ -80,7 +80,7 @@ def cases(home: Path, config: Path, check: bool = True) -> list[dict[str, Any]]:
 
     from keel.core.config import Settings
     from keel.core.monitoring.calibration import calibration_rows, calibrator_for
-    from keel.core.monitoring.estimate import estimate_metrics
+    from keel.core.monitoring.estimate import estimate_metrics, fit_calibrator
     from keel.core.pipeline.stages import model_ref
     from keel.core.store.models import ModelVersion, PipelineRun, Prediction
     from keel.core.workspace import Workspace
@@ -107,9 +107,12 @@ def cases(home: Path, config: Path, check: bool = True) -> list[dict[str, Any]]:
         keel = estimate_metrics(scores, calibrator, ws.cfg.monitor.threshold, ws.cfg.monitor.prior_shift)
         for m in METRICS if check else ():  # the same rows as the pipeline's: the same estimate
             assert abs(keel[m] - stored[m]) < 1e-9, (run.source, m, keel[m], stored[m])
+        # the same calibration rows, each fixed method (the default "auto" picks one of them per batch)
+        variants = {m: estimate_metrics(scores, fit_calibrator(y_ref, s_ref, m), ws.cfg.monitor.threshold,
+                                        ws.cfg.monitor.prior_shift) for m in ("isotonic", "platt")}
         out.append({"batch": Path(run.source or "?").stem, "version": run.production_before, "source": source,
                     "y_ref": y_ref, "s_ref": s_ref, "scores": scores, "actual": actual, "keel": keel,
-                    "threshold": ws.cfg.monitor.threshold})
+                    "method": calibrator.method, "variants": variants, "threshold": ws.cfg.monitor.threshold})
     return out
 
 
@@ -140,33 +143,37 @@ def nannyml(python: Path, found: list[dict[str, Any]], work: Path) -> dict[str, 
 # --- the report ---------------------------------------------------------------------------------------
 
 
-def report(data: str, found: list[dict[str, Any]], peer: dict[str, dict[str, float]]) -> dict[str, Any]:
-    print(f"\n{data}: estimate minus realised, points (accuracy, ROC AUC)")
-    print(f"{'batch':24} {'model':>5} {'calibrated on':>13} {'rows':>6} {'keel':>15} {'NannyML':>15} "
-          f"{'realised':>15}")
-    misses: dict[str, list[tuple[str, float, float]]] = {"keel": [], "nannyml": []}
+WHO = {"keel": "keel", "nannyml": "NannyML CBPE", "isotonic": "keel, isotonic only",
+       "platt": "keel, Platt only"}
+
+
+def report(data: str, found: list[dict[str, Any]], peer: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    print(f"\n{data}: estimate minus realised, points: accuracy (ROC AUC)")
+    print(f"{'batch':18} {'model':>5} {'calibrated on':>13} {'rows':>6} {'keel':>14} {'method':>8} "
+          f"{'NannyML':>14} {'calibrates':>10} {'realised':>14}")
+    misses: dict[str, list[tuple[str, float, float]]] = {who: [] for who in WHO}
     for i, c in enumerate(found):
         real = realised(c)
-        mine = [c["keel"][m] - real[m] for m in METRICS]
-        theirs = [peer[str(i)][m] - real[m] for m in METRICS]
-        misses["keel"].append((c["source"], *mine))
-        misses["nannyml"].append((c["source"], *theirs))
-        print(f"{c['batch']:24} {'v' + str(c['version']):>5} {c['source']:>13} {c['s_ref'].size:6d} "
-              f"{100 * mine[0]:+6.1f} ({100 * mine[1]:+5.1f}) {100 * theirs[0]:+6.1f} ({100 * theirs[1]:+5.1f}) "
-              f"{real['accuracy']:6.3f} ({real['roc_auc']:.3f})")
+        estimates = {"keel": c["keel"], "nannyml": peer[str(i)], **c["variants"]}
+        for who, est in estimates.items():
+            misses[who].append((c["source"], *(est[m] - real[m] for m in METRICS)))
+        (_, ka, kr), (_, na, nr) = misses["keel"][-1], misses["nannyml"][-1]
+        print(f"{c['batch']:18} {'v' + str(c['version']):>5} {c['source']:>13} {c['s_ref'].size:6d} "
+              f"{100 * ka:+6.1f} ({100 * kr:+5.1f}) {c['method']:>8} {100 * na:+6.1f} ({100 * nr:+5.1f}) "
+              f"{'yes' if peer[str(i)]['calibrated'] else 'no':>10} {real['accuracy']:6.3f} ({real['roc_auc']:.3f})")
     summary: dict[str, Any] = {}
     for label, keep in (("out of time", {"recent"}), ("all", {"recent", "holdout"})):
-        row = {}
-        for who in ("keel", "nannyml"):
-            chosen = [m for m in misses[who] if m[0] in keep]
-            row[who] = [100 * float(np.mean([abs(m[k]) for m in chosen])) for k in (1, 2)] if chosen else None
         n = sum(m[0] in keep for m in misses["keel"])
-        summary[label] = {**row, "batches": n}
-        if row["keel"] and row["nannyml"]:
-            k, p = row["keel"], row["nannyml"]
-            print(f"MAE, {label} ({n} batches): keel accuracy {k[0]:.2f}, ROC AUC {k[1]:.2f}; "
-                  f"NannyML accuracy {p[0]:.2f}, ROC AUC {p[1]:.2f}; keel/NannyML {k[0] / p[0]:.2f}x, "
-                  f"{k[1] / p[1]:.2f}x")
+        if not n:
+            continue
+        maes = {who: [100 * float(np.mean([abs(m[k]) for m in rows if m[0] in keep])) for k in (1, 2)]
+                for who, rows in misses.items()}
+        summary[label] = {"batches": n, **maes}
+        print(f"MAE, {label} ({n} batches), points: accuracy, ROC AUC")
+        for who, (acc, auc) in maes.items():
+            ratio = "" if who == "nannyml" else \
+                f"   {acc / maes['nannyml'][0]:.2f}x, {auc / maes['nannyml'][1]:.2f}x NannyML's"
+            print(f"  {WHO[who]:22} {acc:5.2f}  {auc:5.2f}{ratio}")
     return summary
 
 
