@@ -17,6 +17,7 @@ from keel.core.data.batches import time_span
 from keel.core.data.demo import DEMO_CONFIG
 from keel.core.model.evaluate import HIGHER_IS_BETTER
 from keel.core.monitoring import calibration
+from keel.core.monitoring.estimate import choose_calibration
 from keel.core.store import queries
 from keel.core.store.models import Alert, AlertCheck, DatasetVersion, MetricPoint, ModelVersion, PipelineRun, Prediction
 from keel.core.workspace import Workspace
@@ -152,6 +153,10 @@ def test_estimate_calibrates_on_the_newest_labelled_batches_production_scored(wo
     assert mar["estimate"]["calibration_source"] == "recent"
     assert mar["estimate"]["calibrated_on"] == [feb["dataset_version"]]
     assert mar["estimate"]["calibration_rows"] == feb_labelled > 2000, "every labelled row v1 scored in February"
+    # calibration "auto" (the default): the method that cross-validates better on those same rows
+    y, scores = calibration.calibration_rows(ws, {"id": v1.id}, "recent", [feb["dataset_version"]])
+    assert y.size == feb_labelled and mar["estimate"]["calibration"] == "auto"
+    assert mar["estimate"]["calibration_method"] == choose_calibration(y, scores)
     # the quarantined batch was never scored, so it calibrates nothing; the failed runs have no batch
     recent = calibration.recent_labelled(ws, {"id": v1.id}, "no-such-batch", "no-such-run")
     assert [b for b, _ in recent] == [mar["dataset_version"], feb["dataset_version"]]
