@@ -185,6 +185,9 @@ def main() -> None:
     parser.add_argument("--no-check", action="store_true", help="with --keep homes made by older code: recompute "
                         "keel's estimate with this code instead of requiring it to equal the stored one")
     args = parser.parse_args()
+    unknown = set(args.data.split(",")) - {"demo", "shift"}
+    if unknown:
+        parser.error(f"--data takes demo and shift, not {', '.join(sorted(unknown))}")
     started = time.perf_counter()
     python = nannyml_python()
     version = subprocess.run([str(python), "-c", "import nannyml; print(nannyml.__version__)"],

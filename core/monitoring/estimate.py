@@ -7,6 +7,9 @@ recall, F1 and ROC AUC. It assumes P(y | score) is the same as on the holdout, i
 drift: a change in how often delays happen at a given score (a label shift the features do not
 explain) is invisible to it, and only realised metrics can show that.
 
+The calibration is isotonic regression, Platt scaling, or ("auto", the pipeline's default) whichever
+of the two has the lower cross-validated log loss on the calibration rows (:func:`choose_calibration`).
+
 ``prior_shift="em"`` first re-weights the calibrated probabilities to the batch's own class prior,
 estimated by EM without labels (Saerens, Latinne & Decaestecker, 2002). That is right under pure
 label shift (P(score | y) fixed, only P(y) moves). On the demo's months it made the estimate worse
