@@ -17,7 +17,8 @@ precision = alerts on hurt batches / alerts; recall = hurt batches alerted / hur
 keel computed it before; the per-feature rule kept as an option (`on_feature_drift`) is the same rule
 without the scores.
 
-Run: PYTHONPATH=. python bench/alerts.py [--keep DIR] [--json FILE]   (about 2-4 minutes)
+Run: PYTHONPATH=. python bench/alerts.py [--keep DIR] [--json FILE]   (about 5 minutes on 2 busy cores)
+     PYTHONPATH=. python bench/alerts.py --read DIR    (the figures again from a kept store, no runs)
 See bench/README.md, "## Alerts".
 """
 
@@ -99,11 +100,13 @@ def read_store(config: Path, home: Path) -> list[dict[str, Any]]:
 
 
 def score(rows: list[dict[str, Any]], rules: tuple[str, ...], truth: str) -> dict[str, Any]:
-    """Alerts, alerts on hurt batches, precision and recall of any of ``rules`` against ``truth``."""
+    """Batches alerted by any of ``rules``, those that were hurt, precision and recall against ``truth``, and
+    the pages (alerts of all of ``rules`` together: one batch can page once per rule)."""
     alerted = [any(r["fired"].get(rule) for rule in rules) for r in rows]
     hurt = [r[truth] for r in rows]
     hits = sum(a and h for a, h in zip(alerted, hurt, strict=True))
-    return {"alerts": sum(alerted), "hits": hits, "hurt": sum(hurt),
+    pages = sum(bool(r["fired"].get(rule)) for r in rows for rule in rules)
+    return {"alerts": sum(alerted), "pages": pages, "hits": hits, "hurt": sum(hurt),
             "precision": hits / sum(alerted) if any(alerted) else None,
             "recall": hits / sum(hurt) if any(hurt) else None}
 
@@ -129,7 +132,7 @@ def report(rows: list[dict[str, Any]]) -> dict[str, Any]:
                          ("hurt_realised", "hurt = realised drop beyond max_drop")):
         n = sum(r[truth] for r in rows)
         print(f"\n{words}: {n} of {len(rows)} batches")
-        print(f"{'rule':26} {'default':>12} {'alerts':>6} {'on hurt':>7} {'precision':>9} {'recall':>6}")
+        print(f"{'rule':26} {'default':>12} {'alerts':>6} {'on hurt':>7} {'precision':>9} {'recall':>6} {'pages':>5}")
         table = {}
         lines = [(rule, "old" if rule in OLD and rule not in NEW else ("old and new" if rule in OLD else "new"),
                   (rule,)) for rule in ("drift (old)", "feature_drift", "drift", "prediction_drift", "drop",
@@ -139,7 +142,7 @@ def report(rows: list[dict[str, Any]]) -> dict[str, Any]:
                   ("any alert, old defaults", "old", OLD), ("any alert, new defaults", "new", NEW)]
         for name, default, rules in lines:
             m = table[name] = score(rows, rules, truth)
-            print(f"{name:26} {default:>12} {m['alerts']:6d} {m['hits']:7d} {pct(m['precision']):>9} {pct(m['recall']):>6}")
+            print(f"{name:26} {default:>12} {m['alerts']:6d} {m['hits']:7d} {pct(m['precision']):>9} {pct(m['recall']):>6} {m['pages']:5d}")
         out[truth] = table
     return out
 
@@ -148,7 +151,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="KEEL_HOME to use and keep (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--read", type=Path, help="only read the store of an earlier --keep DIR (no runs)")
     args = parser.parse_args()
+    if args.read is not None:
+        result = report(read_store(args.read.resolve() / "demo" / "keel.toml", args.read.resolve()))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1, default=str))
+        return
     home = (args.keep or Path(tempfile.mkdtemp(prefix="keel-alerts-"))).resolve()
     started = time.perf_counter()
     try:
