@@ -60,14 +60,16 @@ def drift_checks(drift: dict[str, Any], importance: dict[str, float] | None, cfg
     out = [Check("drift", weighted >= cfg.drift_threshold, what + (f" ({_listed(ranked)})" if drifted else ""),
                  weighted)]
     prediction = drift.get("prediction") or {}
-    effect = prediction.get("effect_size")
     if prediction:
-        size = f"{effect:.3f}" if isinstance(effect, int | float) else "-"
-        moved = bool(prediction.get("drifted")) and isinstance(effect, int | float) and effect >= cfg.prediction_effect
+        raw, p = prediction.get("effect_size"), prediction.get("p_corrected")
+        effect = float(raw) if isinstance(raw, int | float) and math.isfinite(raw) else None
+        known = effect is not None
+        moved = bool(prediction.get("drifted")) and effect is not None and effect >= cfg.prediction_effect
         out.append(Check("prediction_drift", moved,
-                         f"the model's scores on {batch} {'drifted' if moved else 'held'}: effect size {size} "
-                         f"(alert at {cfg.prediction_effect:g}), p {prediction.get('p_corrected', '-')}",
-                         float(effect) if isinstance(effect, int | float) else None))
+                         f"the model's scores on {batch} {'drifted' if moved else 'held'}: effect size "
+                         f"{f'{effect:.3f}' if known else '-'} (alert at {cfg.prediction_effect:g}), "
+                         f"p {f'{p:.2g}' if isinstance(p, int | float) else '-'}",
+                         effect))
     text = f"{len(drifted)} feature(s) drifted on {batch}: {_listed(drifted)}" if drifted else f"no feature drifted on {batch}"
     out.append(Check("feature_drift", bool(drifted), text, float(len(drifted))))
     return out
