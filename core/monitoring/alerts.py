@@ -25,11 +25,13 @@ from keel.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-RULES = ("drift", "drop", "estimated_drop", "failure", "quarantine")
-SEVERITY = {"drift": "warning", "drop": "critical", "estimated_drop": "warning", "failure": "critical",
-            "quarantine": "warning"}
-TITLES = {"drift": "drift", "drop": "performance drop", "estimated_drop": "estimated performance drop",
-          "failure": "pipeline failure", "quarantine": "batch quarantined"}
+RULES = ("drift", "prediction_drift", "feature_drift", "drop", "estimated_drop", "failure", "quarantine")
+SEVERITY = {"drift": "warning", "prediction_drift": "warning", "feature_drift": "info", "drop": "critical",
+            "estimated_drop": "warning", "failure": "critical", "quarantine": "warning"}
+TITLES = {"drift": "drift of the features the model relies on", "prediction_drift": "prediction drift",
+          "feature_drift": "feature drift", "drop": "performance drop",
+          "estimated_drop": "estimated performance drop", "failure": "pipeline failure",
+          "quarantine": "batch quarantined"}
 
 
 @dataclass(frozen=True)
