@@ -42,6 +42,7 @@ BETWEEN_WRITES = (
     "candidate:registered",  # the version registered, its holdout metrics not yet
     "candidate:measured",
     "decision:applied",  # promoted, rejected or sent to review: the run not yet closed
+    "alerts:stored",  # the alerts that fire are stored, not yet delivered
     "alerts:sent",  # the run's alerts evaluated and delivered, the run not yet closed
     "run:closed",  # the run's row closed, older unfinished runs of the batch not yet marked abandoned
 )
@@ -63,7 +64,7 @@ _QUERIES = {
                      "on r.id = f.report_id",
     "quarantine": "select dataset_id, row_index, reason from quarantine",
     "reviews": "select m.version, r.status from review r join model_version m on m.id = r.candidate_version_id",
-    "alerts": "select rule, model_name, dataset_id, delivered from alert",
+    "alerts": "select rule, model_name, dataset_id, delivered, delivery_error from alert",
     "alert_checks": "select c.rule, c.dataset_id, c.breached, c.fired from alert_check c",
     # a killed run is left 'abandoned'; a run killed after it closed is complete, so running it again is a replay
     # (recorded as such, and writing nothing else)
