@@ -112,6 +112,15 @@ class ContractConfig(_Section):
     max_bad_share: float = Field(0.05, ge=0.0, le=1.0, description="bad-row share that quarantines the batch")
     ranges: dict[str, list[float]] = Field(default_factory=dict, description="declared [min, max] per numeric column; rows outside are quarantined")
     max_null_increase: float = Field(0.3, ge=0.0, le=1.0, description="rise of a column's null share over the reference's that rejects the batch")
+    categories: dict[str, list[str]] = Field(default_factory=dict, description="declared set of values per column; rows with another value are quarantined")
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for column, allowed in value.items():
+            if not allowed:
+                raise ValueError(f"the declared categories of '{column}' are empty: every row would be quarantined")
+        return value
 
     @field_validator("ranges")
     @classmethod

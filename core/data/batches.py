@@ -123,6 +123,26 @@ def read_batch(path: str | Path, name: object = None) -> pl.DataFrame:
     return frame
 
 
+def short_rows(data: bytes, frame: pl.DataFrame) -> list[tuple[int, str]]:
+    """The rows of a CSV batch that have fewer fields than its header (a line cut short, a blank line), as
+    (row, reason): the reader fills them with nulls, which would pass for missing values.
+
+    Free for a batch without such rows: a short row always leaves the last column null, so the lines are
+    counted only when that column has nulls."""
+    if not frame.width or frame[frame.columns[-1]].null_count() == 0:
+        return []
+    import csv
+
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    width = len(next(reader, []))
+    bad, count = [], 0
+    for count, record in enumerate(reader, start=1):
+        if len(record) < width:
+            what = "a blank line" if not record else f"{len(record)} of {width} fields"
+            bad.append((count - 1, f"short line: {what}"))
+    return bad if count == frame.height else []  # the two readers disagree on the records: no row can be named
+
+
 MAX_CELL_BYTES = 1 << 20
 """A text cell longer than this (1 MiB) means a broken file (a runaway quote, lost line ends), not data."""
 _HEAD = 1 << 16

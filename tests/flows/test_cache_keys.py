@@ -156,6 +156,7 @@ def _feature(run: dict[str, Any], key: str) -> Any:
 VARIANTS = [
     ("contract.max_bad_share", {"contract": "max_bad_share = 0.02"}, 1, "validate", lambda r: r["status"]),
     ("contract.ranges", {"contract": ""}, 0, "validate", lambda r: r["quarantined_rows"]),
+    ("contract.categories", {"contract": 'categories = { cat = ["a", "b"] }'}, 0, "validate", lambda r: r["status"]),
     ("contract.max_null_increase", {"contract": "max_null_increase = 0.1"}, 1, "validate", lambda r: r["status"]),
     ("monitor.threshold", {"monitor": "threshold = 0.3"}, 1, "monitor",
      lambda r: (r["metrics"]["accuracy"], r["metrics"]["recall"])),
