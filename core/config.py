@@ -162,6 +162,7 @@ class RetrainConfig(_Section):
     on_drop: bool = True
     cooldown: int = Field(1, ge=0, description="batches to wait after a training before the next one")
     holdout_share: float = Field(0.3, gt=0.0, lt=1.0, description="share of the newest batch held out for evaluation")
+    holdout: Literal["time", "random"] | None = Field(None, description="how the holdout is drawn from the newest batch: 'time' (the default when `timestamp` is set): its newest rows, the candidate trained only on earlier days; 'random' (the default without a timestamp): rows at random, training on the rest of the same days")
     seed: int = 42
     params: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters over keel's defaults")
     num_boost_round: int = Field(200, ge=1)
@@ -265,6 +266,17 @@ class ProjectConfig(_Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
 
+    @model_validator(mode="after")
+    def _holdout_needs_time(self) -> ProjectConfig:
+        if self.retrain.holdout == "time" and not self.timestamp:
+            raise ValueError("[retrain] holdout = 'time' needs 'timestamp' (the event-time column) to be set")
+        return self
+
+    @property
+    def holdout(self) -> Literal["time", "random"]:
+        """The holdout scheme in force: [retrain] holdout, else 'time' with a timestamp and 'random' without."""
+        return self.retrain.holdout or ("time" if self.timestamp else "random")
+
     @field_validator("model")
     @classmethod
     def _model_name(cls, value: str) -> str:
@@ -300,6 +312,8 @@ def parse_config(data: dict[str, Any], source: str = "keel.toml") -> ProjectConf
             raise ConfigError(f"{source}: unknown key '{key}'") from None
         if err["type"] == "missing":
             raise ConfigError(f"{source}: required key '{key}' is missing") from None
+        if not err["loc"]:  # a rule across keys names them itself
+            raise ConfigError(f"{source}: {err['msg'].removeprefix('Value error, ')}") from None
         raise ConfigError(f"{source}: bad value for '{key}': {err['msg']}") from None
 
 
