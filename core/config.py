@@ -147,7 +147,7 @@ class MonitorConfig(_Section):
     max_drop: float = Field(0.02, ge=0.0, description="drop from the training-time value that triggers retraining; also the alert threshold of every metric (a rise for log_loss and brier)")
     estimate: bool = Field(True, description="estimate accuracy, precision, recall, F1 and ROC AUC before labels come (CBPE on calibrated probabilities)")
     calibration: Literal["isotonic", "platt"] = Field("isotonic", description="how the estimate maps the production model's scores to probabilities")
-    calibrate_on: Literal["recent", "holdout"] = Field("recent", description="'recent': the newest labelled batches the production model scored before this one (out of time, as production sees them), its training holdout until there are any; 'holdout': always the training holdout, which shares days with the training rows and flatters the model")
+    calibrate_on: Literal["recent", "holdout"] = Field("recent", description="'recent': the newest labelled batches the production model scored before this one (out of time, as production sees them), its training holdout until there are any; 'holdout': always the training holdout (out of time under [retrain] holdout = 'time'; under 'random' it shares days with the training rows and flatters the model)")
     calibration_batches: int = Field(3, ge=1, description="how many of those recent batches the estimate calibrates on")
     prior_shift: Literal["none", "em"] = Field("none", description="'em' re-weights the calibrated probabilities to the batch's class prior estimated by EM (Saerens et al. 2002) before estimating; right under pure label shift, but on the demo it doubled the accuracy error (7.7 against 4.1 points), so off by default")
 

@@ -116,3 +116,33 @@ def test_a_bad_holdout_setting_is_rejected_at_load_naming_the_key(tmp_path, toml
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as err:
         load_config(config)
     assert "\n" not in str(err.value)
+
+
+def test_the_label_free_estimate_calibrated_on_the_holdout_uses_the_out_of_time_rows(tmp_path, months):
+    """calibrate_on = "holdout" (and "recent" before production has scored labelled batches) fits on the model's
+    training holdout: with a timestamp that is the newest days, after every row the model trained on."""
+    from keel.core.data.features import Columns
+    from keel.core.model.train import model_params
+    from keel.core.monitoring.calibration import calibrator_for
+    from keel.core.pipeline import run as book
+    from keel.core.pipeline import stages
+    from keel.core.store import records
+    from keel.core.workspace import Workspace
+
+    config = tmp_path / "keel.toml"
+    config.write_text('model = "m"\ntarget = "y"\nid = "rid"\ntimestamp = "ts"\n[monitor]\ncalibrate_on = "holdout"\n')
+    ws = Workspace.open(config)
+    window = [stages.ingest(ws, str(path))["id"] for path in months[:2]]
+    run_id = records.start_run(ws, str(months[1]), None)
+    sets = stages.make_training_sets(ws, window)
+    columns, params = Columns.of(ws.cfg), model_params({}, 1)
+    model = stages.train(ws, sets["train"], columns, params, 20)
+    evaluation = stages.evaluate(ws, sets["holdout"], model, None, 0.5, 0.05, 50)
+    mv = book.register_candidate(ws, run_id, sets, model, params, 20, columns.to_dict(), evaluation, None)
+    incoming = stages.ingest(ws, str(months[2]))["id"]
+
+    _, source, fitted_on = calibrator_for(ws, stages.model_ref(mv), incoming, run_id)
+
+    assert (source, fitted_on) == ("holdout", [sets["holdout"]])
+    calibration_rows = stages.load_dataset(ws, fitted_on[0])
+    assert _utc(calibration_rows).min() > _utc(stages.load_dataset(ws, sets["train"])).max()
