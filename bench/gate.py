@@ -6,7 +6,8 @@ For each data set and each holdout scheme (`[retrain] holdout = "time"` and `"ra
    LightGBM, Alibi Detect) in a fresh KEEL_HOME, in a subprocess, with the scheme set in keel.toml;
 2. for every gate decision with a production model to compare against (promote, reject or review), the
    candidate and the production model of that moment score the NEXT labelled batch, and the gate metric's
-   difference there (candidate minus production, point estimate) is the future's verdict: the candidate
+   difference there (candidate minus production, point estimate; DeLong's 95% interval beside it) is the
+   future's verdict: the candidate
    was worth promoting when it was not worse beyond the gate's margin (difference >= -margin), the gate's
    own non-inferiority rule;
 3. counted: promotions that were worse there beyond the margin, rejections and reviews of candidates that
@@ -19,7 +20,7 @@ so a model can memorise the days it trained on), seasonal covariate drift, and a
 (one feature's effect reverses). The generated set runs with `cooldown = 0` so every month is a decision,
 and without the demo's churn guardrail (`max_churn`), so its gate decides on the holdout comparison alone.
 
-Run:  PYTHONPATH=. python bench/gate.py [--sets demo,generated] [--json FILE]
+Run:  PYTHONPATH=. python bench/gate.py [--sets demo,generated] [--keep DIR [--reuse]] [--json FILE]
 See bench/README.md, "## Gate".
 """
 
@@ -125,7 +126,7 @@ def judge(home: Path, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     from keel.core.config import Settings
     from keel.core.data.features import label_array
-    from keel.core.model.evaluate import classification_metrics
+    from keel.core.model.evaluate import compare_models
     from keel.core.pipeline import stages
     from keel.core.store import records
     from keel.core.store.models import ModelVersion
@@ -140,13 +141,11 @@ def judge(home: Path, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                          ModelVersion.version == number)).one()
             return stages.model_ref(mv)
 
-    def scored(ref: dict[str, Any], dataset_id: str) -> float:
-        frame = stages.without_rows(stages.load_dataset(ws, dataset_id), records.quarantined_rows(ws, dataset_id))
-        spec = stages.spec_of(ref)
-        y = label_array(frame, spec)
+    def scored(ref: dict[str, Any], dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
+        bad = records.quarantined_rows(ws, dataset_id)
+        y = label_array(stages.without_rows(stages.load_dataset(ws, dataset_id), bad), stages.spec_of(ref))
         keep = ~np.isnan(y)
-        p = stages.score(ws, dataset_id, ref, records.quarantined_rows(ws, dataset_id))
-        return float(classification_metrics(y[keep].astype(int), p[keep], ws.cfg.monitor.threshold)[metric])
+        return y[keep].astype(int), stages.score(ws, dataset_id, ref, bad)[keep]
 
     out = []
     for i, s in enumerate(summaries[:-1]):
@@ -156,8 +155,10 @@ def judge(home: Path, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         nxt = summaries[i + 1]
         candidate, production = version(s["model_version"]), version(before)
         gate_delta = (s.get("evaluation") or {}).get("metrics", {}).get(metric, {}).get("delta")
-        cand, prod = scored(candidate, nxt["dataset_version"]), scored(production, nxt["dataset_version"])
-        future = cand - prod
+        (y, cand_p), (_, prod_p) = scored(candidate, nxt["dataset_version"]), scored(production, nxt["dataset_version"])
+        compared = compare_models(y, cand_p, prod_p, metrics=[metric], alpha=ws.cfg.gate.alpha, n_boot=0,
+                                  threshold=ws.cfg.monitor.threshold).metrics[metric]
+        cand, prod, future = compared.candidate, compared.production, compared.delta
         promoted = s["decision"] == "promoted"
         worth = future >= -margin
         reasons = " ".join(s.get("reasons") or [])
@@ -165,7 +166,8 @@ def judge(home: Path, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"month": i + 1, "candidate": s["model_version"], "production": before, "decision": s["decision"],
                     "why": why,
                     "holdout_delta": gate_delta, "next_candidate": cand, "next_production": prod,
-                    "next_delta": future, "agree": promoted == worth,
+                    "next_delta": future, "next_ci": [compared.ci_low, compared.ci_high], "agree": promoted == worth,
+                    "surely_worse": promoted and compared.ci_high is not None and compared.ci_high < -margin,
                     "bad_promotion": promoted and not worth, "missed": (not promoted) and worth,
                     "missed_better": (not promoted) and future > margin})
     return out
@@ -175,7 +177,8 @@ def tally(rows: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(rows)
     return {"decisions": n, "promoted": sum(r["decision"] == "promoted" for r in rows),
             "agree": sum(r["agree"] for r in rows), "agreement": (sum(r["agree"] for r in rows) / n) if n else None,
-            "bad_promotions": sum(r["bad_promotion"] for r in rows), "missed": sum(r["missed"] for r in rows),
+            "bad_promotions": sum(r["bad_promotion"] for r in rows),
+            "surely_worse": sum(r["surely_worse"] for r in rows), "missed": sum(r["missed"] for r in rows),
             "missed_better": sum(r["missed_better"] for r in rows),
             "mean_holdout_delta": float(np.mean([r["holdout_delta"] for r in rows if r["holdout_delta"] is not None]))
             if n else None, "mean_next_delta": float(np.mean([r["next_delta"] for r in rows])) if n else None}
@@ -191,18 +194,19 @@ def report(name: str, margin: float, results: dict[str, list[dict[str, Any]]]) -
     for scheme in SCHEMES:
         print(f"\n  holdout = {scheme!r}")
         print(f"  {'month':<6} {'cand':>4} {'prod':>4} {'decision':<9} {'why':<12} {'holdout d':>9} {'next cand':>9} "
-              f"{'next prod':>9} {'next d':>7}  verdict")
+              f"{'next prod':>9} {'next d':>7} {'95% CI (DeLong)':>17}  verdict")
         for r in results[scheme]:
             verdict = ("agrees" if r["agree"] else "promoted, worse there" if r["bad_promotion"] else
                        "not promoted, not worse there")
             print(f"  {MONTHS[r['month'] - 1]:<6} v{r['candidate']:<3} v{r['production']:<3} {r['decision']:<9} {r['why']:<12} "
                   f"{fmt(r['holdout_delta']):>9} {r['next_candidate']:>9.3f} {r['next_production']:>9.3f} "
-                  f"{fmt(r['next_delta']):>7}  {verdict}")
+                  f"{fmt(r['next_delta']):>7} {fmt(r['next_ci'][0]) + ' ' + fmt(r['next_ci'][1]):>17}  {verdict}")
     t = {s: tally(results[s]) for s in SCHEMES}
     print(f"\n  {'':<44} {'time':>10} {'random':>10}")
     lines = [("gate decisions against production", "decisions", "{}"), ("promoted", "promoted", "{}"),
              ("agree with the next batch", "agree", "{}"), ("agreement", "agreement", "{:.0%}"),
              ("promotions worse there beyond the margin", "bad_promotions", "{}"),
+             ("  of which its whole 95% CI beyond the margin", "surely_worse", "{}"),
              ("rejections/reviews not worse there", "missed", "{}"),
              ("  of which better there beyond the margin", "missed_better", "{}"),
              ("mean candidate - production, holdout", "mean_holdout_delta", "{:+.3f}"),
@@ -217,6 +221,8 @@ def main() -> None:
     parser.add_argument("--sets", default="demo,generated", help="comma-separated: demo, generated")
     parser.add_argument("--keep", type=Path, help="keep the keel homes under this folder")
     parser.add_argument("--json", type=Path, help="write every decision and the tallies here")
+    parser.add_argument("--reuse", action="store_true", help="with --keep: judge the kept runs again instead of "
+                        "running keel")
     args = parser.parse_args()
     from keel.core.data.demo import DEMO_CONFIG, write_batches
 
@@ -233,11 +239,13 @@ def main() -> None:
         for scheme in SCHEMES:
             start = time.perf_counter()
             home = root / f"{name}-{scheme}"
-            summaries = run_keel(home, with_scheme(config, scheme), batches)
+            reused = args.reuse and (home / "summaries.json").exists()  # judge a kept run again, keel not rerun
+            summaries = (json.loads((home / "summaries.json").read_text()) if reused else
+                         run_keel(home, with_scheme(config, scheme), batches))
             results[scheme] = judge(home, summaries)
             decisions = " ".join(f"{MONTHS[i][:3]}:{s['decision']}" for i, s in enumerate(summaries))
-            print(f"{name}, holdout = {scheme!r}: 12 months in {time.perf_counter() - start:.0f} s; {decisions}",
-                  flush=True)
+            took = "kept run judged again" if reused else f"12 months in {time.perf_counter() - start:.0f} s"
+            print(f"{name}, holdout = {scheme!r}: {took}; {decisions}", flush=True)
         from keel.core.config import parse_config
 
         report(name, parse_config({**_toml(config)}).gate.margin, results)
