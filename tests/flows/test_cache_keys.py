@@ -171,7 +171,7 @@ VARIANTS = [
     ("gate.alpha", {"gate": "alpha = 0.2"}, 1, "evaluate", lambda r: r["evaluation"]["alpha"]),
     ("gate.n_boot", {"gate": ""}, 1, "evaluate", lambda r: json.dumps(r["evaluation"]["metrics"], sort_keys=True)),
     ("gate.auto_promote", {"gate": "auto_promote = false"}, 0, "gate", lambda r: r["decision"]),
-    ("gate.minimums", {"gate": "minimums = { roc_auc = 0.99 }"}, 0, "gate", lambda r: r["decision"]),
+    ("gate.minimums", {"gate": "minimums = { roc_auc = 0.999 }"}, 0, "gate", lambda r: r["decision"]),
 ]
 
 
