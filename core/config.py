@@ -224,7 +224,11 @@ class AlertsConfig(_Section):
     """[alerts]: alert rules and delivery."""
 
     urls: list[str] = Field(default_factory=list, description="Apprise URLs")
-    on_drift: bool = Field(True, description="alert when features or predictions drift")
+    on_drift: bool = Field(True, description="alert when the drift of the features the production model relies on reaches drift_threshold (importance-weighted drift)")
+    drift_threshold: float = Field(0.5, gt=0.0, allow_inf_nan=False, description="importance-weighted drift that fires the drift alert: the sum over drifted features of their share of the model's importance (gain) times their effect size (Wasserstein distance / reference std, or PSI)")
+    on_prediction_drift: bool = Field(True, description="alert when the production model's scores drift from those on its reference (the [drift] test) by at least prediction_effect")
+    prediction_effect: float = Field(0.25, gt=0.0, allow_inf_nan=False, description="effect size (Wasserstein distance / reference std of the scores) a prediction drift needs to fire")
+    on_feature_drift: bool = Field(False, description="alert whenever any feature drifts, however little the model uses it (noisy: on seasonal data it fires on every batch)")
     on_drop: bool = Field(True, description="alert when the realised [monitor] metric falls more than max_drop below training")
     on_estimated_drop: bool = Field(True, description="alert when the label-free estimate of the [monitor] metric falls more than max_drop below training")
     on_failure: bool = Field(True, description="alert when a pipeline run fails")

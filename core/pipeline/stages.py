@@ -20,6 +20,7 @@ from keel.core.data.batches import batch_format, check_file, frame_bytes, read_b
 from keel.core.data.contract import Contract, learn_contract, validate
 from keel.core.data.features import ColumnRoles, FeatureSpec, feature_spec, label_array, require_roles
 from keel.core.errors import DataError
+from keel.core.faults import crash_point
 from keel.core.memo import Memo
 from keel.core.store import records
 from keel.core.store.models import DatasetVersion, ModelVersion, PipelineRun
@@ -42,6 +43,7 @@ def ingest(ws: Workspace, path: str) -> dict[str, Any]:
     try:
         frame = read_batch(snap, name=path)  # raises a one-line error for missing, empty or corrupt files
         _, dest = ws.artifacts.put_file(snap, sha)
+        crash_point("ingest:stored")
     finally:
         snap.unlink(missing_ok=True)
     labelled = frame.height - frame[ws.cfg.target].null_count() if ws.cfg.target in frame.columns else 0
@@ -305,6 +307,7 @@ def make_training_sets(ws: Workspace, window: list[str]) -> dict[str, Any]:
                                       "columns": frame.columns, "artifact_uri": str(dest),
                                       "data_from": start, "data_to": end}, parents=window)
         out[kind] = sha
+        crash_point(f"datasets:{kind}-registered")
     return out
 
 

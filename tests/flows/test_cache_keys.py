@@ -138,7 +138,8 @@ def test_the_same_settings_in_a_fresh_home_are_all_cache_hits(baseline, batches,
 
 
 def test_settings_no_cached_stage_reads_leave_every_stage_a_hit(baseline, batches, tmp_path):
-    config = _config(tmp_path, alerts="cooldown = 3\npersist_n = 2")
+    config = _config(tmp_path, alerts="cooldown = 3\npersist_n = 2\ndrift_threshold = 0.1\nprediction_effect = 0.01\n"
+                                       "on_feature_drift = true\non_prediction_drift = false")
     for run in _run_all(tmp_path, batches, config):
         assert all(_hit(run, s) for s in TASKS if _ran(run, s)), run["stages"]
 
