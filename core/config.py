@@ -162,7 +162,7 @@ class RetrainConfig(_Section):
     on_drop: bool = True
     cooldown: int = Field(1, ge=0, description="batches to wait after a training before the next one")
     holdout_share: float = Field(0.3, gt=0.0, lt=1.0, description="share of the newest batch held out for evaluation")
-    holdout: Literal["time", "random"] | None = Field(None, description="how the holdout is drawn from the newest batch: 'time' (the default when `timestamp` is set): its newest rows, the candidate trained only on earlier days; 'random' (the default without a timestamp): rows at random, training on the rest of the same days")
+    holdout: Literal["time", "random"] | None = Field(None, description="how the holdout is drawn from the newest batch: 'time' (the default when `timestamp` is set): its last days, about holdout_share of its rows, the candidate trained only on earlier days (no UTC day in both); 'random' (the default without a timestamp): rows at random, training on the rest of the same days")
     seed: int = 42
     params: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters over keel's defaults")
     num_boost_round: int = Field(200, ge=1)
