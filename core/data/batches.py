@@ -217,23 +217,32 @@ def time_span(frame: pl.DataFrame, column: str | None) -> tuple[Any, Any]:
     polars cannot read as a time gives no span rather than an error: the span dates the batch's
     metrics, it is not a contract.
     """
-    if not column or column not in frame.columns:
+    values = utc_times(frame, column)
+    if values is None:
         return None, None
+    start, end = values.min(), values.max()
+    return (start.replace(tzinfo=UTC) if isinstance(start, datetime) else None,
+            end.replace(tzinfo=UTC) if isinstance(end, datetime) else None)
+
+
+def utc_times(frame: pl.DataFrame, column: str | None) -> pl.Series | None:
+    """``column`` as naive UTC datetimes (strings parsed, zones converted, times without a zone taken as UTC),
+    or None when it is absent or not a time."""
+    if not column or column not in frame.columns:
+        return None
     values = frame.get_column(column)
     if values.dtype == pl.String:
         try:
             values = values.str.to_datetime(strict=False, time_unit="us")
         except (pl.exceptions.PolarsError, ValueError):
-            return None, None
+            return None
     if values.dtype == pl.Date:
         values = values.cast(pl.Datetime("us"))
     if not isinstance(values.dtype, pl.Datetime):
-        return None, None
+        return None
     if values.dtype.time_zone is not None:
         values = values.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-    start, end = values.min(), values.max()
-    return (start.replace(tzinfo=UTC) if isinstance(start, datetime) else None,
-            end.replace(tzinfo=UTC) if isinstance(end, datetime) else None)
+    return values
 
 
 def frame_bytes(frame: pl.DataFrame) -> bytes:

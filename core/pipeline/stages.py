@@ -301,17 +301,16 @@ def training_window(ws: Workspace, current_id: str) -> list[str]:
 
 
 def make_training_sets(ws: Workspace, window: list[str]) -> dict[str, Any]:
-    """Training set = labelled good rows of the window minus a holdout drawn from the newest batch."""
+    """Training set and holdout from the labelled good rows of the window, under [retrain] holdout: the newest
+    batch's last days with training strictly before them, or rows drawn at random (keel.core.pipeline.holdout)."""
+    from keel.core.pipeline.holdout import split
+
     rc = ws.cfg.retrain
     parts = []
     for dataset_id in window:
         frame = without_rows(load_dataset(ws, dataset_id), records.quarantined_rows(ws, dataset_id))
         parts.append(frame.filter(pl.col(ws.cfg.target).is_not_null()))
-    newest = parts[-1]
-    rng = np.random.default_rng(rc.seed)
-    is_holdout = rng.random(newest.height) < rc.holdout_share
-    holdout = newest.filter(pl.Series(is_holdout))
-    train = pl.concat([*parts[:-1], newest.filter(pl.Series(~is_holdout))], how="diagonal_relaxed")
+    train, holdout = split(parts, ws.cfg.holdout, rc.holdout_share, rc.seed, ws.cfg.timestamp)
     out = {}
     for kind, frame in (("train", train), ("holdout", holdout)):
         sha, dest = ws.artifacts.put_bytes(frame_bytes(frame), ".parquet")

@@ -164,6 +164,7 @@ VARIANTS = [
     ("categorical", {"top": 'categorical = ["cat", "code"]'}, 0, "train", lambda r: r["model"]["categorical"]),
     ("retrain.params", {"retrain": "params = { num_leaves = 4 }"}, 0, "train", lambda r: r["model"]["sha256"]),
     ("retrain.num_boost_round", {"retrain": ""}, 0, "train", lambda r: r["model"]["sha256"]),
+    ("retrain.holdout", {"retrain": 'holdout = "random"'}, 0, "train", lambda r: r["model"]["sha256"]),
     ("drift.wasserstein_threshold", {"drift": "wasserstein_threshold = 5.0"}, 1, "drift", _drifted),
     ("drift.numeric_test", {"drift": 'numeric_test = "cvm"'}, 1, "drift", lambda r: _feature(r, "statistic")),
     ("drift.correction", {"drift": 'correction = "fdr"'}, 1, "drift", lambda r: _feature(r, "p_corrected")),
@@ -172,7 +173,7 @@ VARIANTS = [
     ("gate.alpha", {"gate": "alpha = 0.2"}, 1, "evaluate", lambda r: r["evaluation"]["alpha"]),
     ("gate.n_boot", {"gate": ""}, 1, "evaluate", lambda r: json.dumps(r["evaluation"]["metrics"], sort_keys=True)),
     ("gate.auto_promote", {"gate": "auto_promote = false"}, 0, "gate", lambda r: r["decision"]),
-    ("gate.minimums", {"gate": "minimums = { roc_auc = 0.99 }"}, 0, "gate", lambda r: r["decision"]),
+    ("gate.minimums", {"gate": "minimums = { roc_auc = 0.999 }"}, 0, "gate", lambda r: r["decision"]),
 ]
 
 
