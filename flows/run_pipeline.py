@@ -177,7 +177,7 @@ def _stages(ws: Workspace, wsref: str, run: book.RunSummary) -> dict[str, Any]:
     production = plan.production
     crash_point("plan:made")
 
-    contract = core.contract_for(core.load_dataset(ws, ds["id"]), production, cfg, cfg.contract.ranges)
+    contract = core.contract_for(core.load_dataset(ws, ds["id"]), production, cfg, cfg.contract)
     checked = stage("validate", validate, wsref, ds["id"], contract, cfg.contract.model_dump(),
                     detail=lambda r: {k: v for k, v in r.items() if k != "bad"})
     writes.quarantine(ds["id"], checked, cfg.id)
