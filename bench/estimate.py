@@ -124,8 +124,8 @@ def realised(case: dict[str, Any]) -> dict[str, float]:
     return {m: float(got[m]) for m in METRICS}
 
 
-def nannyml(python: Path, found: list[dict[str, Any]], work: Path) -> dict[str, dict[str, float]]:
-    """NannyML CBPE's estimates, case by case, from its own venv."""
+def nannyml(python: Path, found: list[dict[str, Any]], work: Path) -> dict[str, dict[str, Any]]:
+    """NannyML CBPE's estimates, case by case, from its own venv (the batch's labels are dropped there)."""
     frames = []
     for i, c in enumerate(found):
         frames.append(pl.DataFrame({"case": str(i), "role": "reference", "score": c["s_ref"], "y": c["y_ref"]}))
@@ -136,7 +136,8 @@ def nannyml(python: Path, found: list[dict[str, Any]], work: Path) -> dict[str, 
     done = subprocess.run([str(python), str(REPO / "bench" / "nannyml_cbpe.py"), str(path),
                            str(found[0]["threshold"])], capture_output=True, text=True, env=env)
     if done.returncode:
-        raise SystemExit(f"NannyML failed: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"NannyML failed: {last}")
     return json.loads(done.stdout)
 
 
