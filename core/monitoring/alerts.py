@@ -18,7 +18,7 @@ from sqlmodel import Session, col, func, select
 
 from keel.core.config import AlertsConfig
 from keel.core.errors import NotFound
-from keel.core.store.engine import insert_ignore, session_scope
+from keel.core.store.engine import insert_ignore, session_scope, unit_of_work
 from keel.core.store.models import Alert, AlertCheck, utcnow
 from keel.core.store.queries import alert_row
 from keel.core.workspace import Workspace
@@ -78,6 +78,7 @@ def _decide(session: Session, cfg: AlertsConfig, model: str, run_id: str, datase
     return row, None
 
 
+@unit_of_work
 def evaluate(ws: Workspace, run_id: str, dataset_id: str | None, checks: list[Check],
              context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Record every enabled rule's check on this run; store, deliver and return the alerts that fire."""
@@ -148,6 +149,7 @@ def deliver(urls: list[str], title: str, body: str) -> tuple[bool, str | None]:
 # --- reading and acknowledging -------------------------------------------------------------------
 
 
+@unit_of_work
 def acknowledge(engine: Engine, alert_id: int, actor: str, reason: str | None = None) -> dict[str, Any]:
     """Acknowledge one alert, audited; acknowledging twice keeps the first and says so."""
     from keel.core.registry import audit

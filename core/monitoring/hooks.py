@@ -12,6 +12,7 @@ from keel.core.model.evaluate import HIGHER_IS_BETTER
 from keel.core.monitoring.alerts import Check, evaluate
 from keel.core.monitoring.calibration import calibrator_for
 from keel.core.monitoring.thresholds import flat_metrics, store_points, thresholds
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import ModelVersion, PipelineRun
 from keel.core.workspace import Workspace
 
@@ -77,6 +78,7 @@ def _checks(ws: Workspace, summary: dict[str, Any], baseline: dict[str, Any] | N
     return checks
 
 
+@unit_of_work
 def _version(ws: Workspace, version: int | None) -> ModelVersion | None:
     if version is None:
         return None
@@ -85,6 +87,7 @@ def _version(ws: Workspace, version: int | None) -> ModelVersion | None:
                                                        ModelVersion.version == version)).first()
 
 
+@unit_of_work
 def after_run(ws: Workspace, run_id: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Set thresholds and alert flags on the run's metric points, then evaluate the alert rules."""
     try:
