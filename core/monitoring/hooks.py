@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from sqlmodel import select
 
+from keel.core.errors import KeelError
 from keel.core.model.evaluate import HIGHER_IS_BETTER
 from keel.core.monitoring.alerts import Check, evaluate
 from keel.core.monitoring.calibration import calibrator_for
@@ -102,6 +103,9 @@ def after_run(ws: Workspace, run_id: str, summary: dict[str, Any]) -> list[dict[
                          thresholds(baseline, ws.cfg.monitor.max_drop))
         context = {"batch": summary.get("batch"), "production_version": summary.get("production_before")}
         return evaluate(ws, run_id, dataset_id, _checks(ws, summary, baseline), context)
+    except KeelError as exc:  # a store that stays unreachable: one line, the run's own error says the rest
+        log.warning("monitoring after run %s failed: %s", run_id, exc)
+        return []
     except Exception:  # alerting must never turn a finished run into a failed one
         log.exception("monitoring after run %s failed", run_id)
         return []
