@@ -168,3 +168,15 @@ def test_a_unit_whose_postgresql_backend_is_terminated_mid_query_runs_again_on_a
         assert len(pids) == 2 and pids[0] != pids[1]
         with Session(engine) as s:  # the first try rolled back with its connection; the second committed
             assert s.get(DatasetVersion, f"{1:064d}") is None and s.get(DatasetVersion, f"{2:064d}") is not None
+
+
+@pytest.mark.parametrize("value", ["abc", "-1"])
+def test_a_bad_store_retries_setting_is_one_line_naming_it(value, tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KEEL_HOME": str(tmp_path / ".keel"), "KEEL_STORE_RETRIES": value}
+    out = subprocess.run([sys.executable, "-m", "keel", "runs"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "KEEL_STORE_RETRIES" in out.stderr and "Traceback" not in out.stderr
