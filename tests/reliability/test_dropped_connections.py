@@ -213,6 +213,38 @@ def test_a_run_on_a_sqlite_store_locked_by_another_writer_waits_and_completes(
     assert _snapshot(_sqlite_url(home)) == untroubled
 
 
+def test_a_run_whose_store_stays_locked_beyond_its_retries_fails_in_one_line_and_its_rerun_completes(
+        demo_slices, tmp_path, api_url, untroubled):
+    """The lock held from ingest until the run gives up (one retry allowed): the run fails with one line naming
+    the locked store, and once the lock is gone the rerun of the batch completes to a never-troubled run's
+    store, apart from the failed run's own row (a dead letter)."""
+    home = _project(tmp_path / "project")
+    url = _sqlite_url(home, "?timeout=1")
+    _run(demo_slices[0], home, api_url, KEEL_DATABASE_URL=url)
+    proc = _start(demo_slices[1], home, api_url, KEEL_DATABASE_URL=url, KEEL_STORE_RETRIES="1")
+    _wait_for_stage(proc, url, "ingest")
+    stop, holds = threading.Event(), []
+    holder = threading.Thread(target=_hold_write_lock, args=(home / "keel.db", 120.0, 1, stop, holds))
+    holder.start()
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        stop.set()
+        holder.join()
+    assert proc.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("keel: the store at ") and "is locked by another writer" in last, err
+    assert "gave up after 2 tries" in last and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("keel:")] == [last], "one error line"
+
+    _run(demo_slices[1], home, api_url, KEEL_DATABASE_URL=url)
+    after = _snapshot(_sqlite_url(home))
+    runs, stages = after.pop("runs"), after.pop("stages")
+    assert [s for s in runs if s != "failed"] == untroubled["runs"]
+    assert set(stages) - {(name, "failed") for name, _ in stages} == set(untroubled["stages"])
+    assert after == {k: v for k, v in untroubled.items() if k not in ("runs", "stages")}
+
+
 # --- Prefect: the API goes away and comes back -------------------------------------------------------------
 
 
@@ -263,7 +295,7 @@ def _flow_run_state(api: str, flow_run_id: str) -> str:
     return httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
 
 
-def test_a_run_whose_prefect_api_goes_away_and_comes_back_completes(demo_slices, tmp_path, untroubled):
+def test_a_run_whose_prefect_api_goes_away_and_comes_back_completes(demo_slices, tmp_path, api_url, untroubled):
     """The Prefect server is killed (SIGKILL) when the run has trained, its candidate evaluated and gated, and
     started again on the same port and database 5 s later: the run completes and Prefect records it Completed,
     because Prefect's client retries its calls (PREFECT_CLIENT_MAX_RETRIES, default 5: about a minute of
@@ -272,16 +304,20 @@ def test_a_run_whose_prefect_api_goes_away_and_comes_back_completes(demo_slices,
     server_home = tmp_path / "prefect-server"
     server_home.mkdir()
     server = PrefectServer(server_home)
-    server.start()
+    starting = threading.Thread(target=server.start)
+    starting.start()  # while the first batch runs on the session's server
     try:
         home = _project(tmp_path / "project")
-        _run(demo_slices[0], home, server.url)
+        _run(demo_slices[0], home, api_url)
+        starting.join()
+        assert server.proc is not None and server.proc.poll() is None, (server_home / "server.log").read_text()[-2000:]
         proc = _start(demo_slices[1], home, server.url)
         _wait_for_stage(proc, _sqlite_url(home), "gate")
         server.kill()
         down_at = time.monotonic()
         time.sleep(5)
-        assert proc.poll() is None, "the run ended before the server came back: the fault did not hit a live run"
+        assert proc.poll() is None, ("the run ended before the server came back: "
+                                     f"{proc.communicate()[1].strip()[-2000:]}")
         server.start()
         down = time.monotonic() - down_at
         out, err = proc.communicate(timeout=600)
