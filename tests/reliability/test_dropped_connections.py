@@ -163,6 +163,7 @@ def test_a_run_whose_postgresql_connections_are_terminated_mid_run_retries_and_c
         reader.join()
         stderr = "".join(err)
         assert proc.returncode == 0, stderr
+        print(f"{terminated} keel backends terminated; units tried again: {stderr.count('trying again')}")
         assert terminated > 0, "no keel connection was terminated"
         assert "was dropped" in stderr and "trying again" in stderr, "no unit of work lost its connection"
         assert "Traceback" not in stderr
@@ -207,6 +208,7 @@ def test_a_run_on_a_sqlite_store_locked_by_another_writer_waits_and_completes(
         stop.set()
         holder.join()
     assert proc.returncode == 0, err
+    print(f"write lock held {len(holds)} times for {sum(holds):.1f} s; units tried again: {err.count('trying again')}")
     assert holds, "the lock was never held"
     assert "is locked by another writer" in err and "trying again" in err, "no write met the lock"
     assert "Traceback" not in err
@@ -322,6 +324,7 @@ def test_a_run_whose_prefect_api_goes_away_and_comes_back_completes(demo_slices,
         down = time.monotonic() - down_at
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
+        print(f"Prefect API away {down:.0f} s while the run went on")
         assert "Traceback" not in err and "ERROR" not in err, err[-3000:]
         db = sqlite3.connect(home / "keel.db")
         (flow_run_id,) = db.execute("select flow_run_id from pipeline_run where source like '%02.parquet'").fetchone()
