@@ -216,7 +216,8 @@ def explain_miss(estimated: float | None, realised: float | None, expected_rate:
     CBPE assumes the calibration data's P(y | score) still holds; each reason names a way it did not:
     the batch's positive rate moved without the scores following (label shift the features do not
     carry), the model ranked worse than on its calibration data, or the calibration data was the
-    training holdout (it shares days with the training rows and flatters the model).
+    training holdout (from the model's own training month: under a random holdout it even shares days
+    with the training rows and flatters the model).
     """
     if estimated is None or realised is None or abs(estimated - realised) <= tolerance:
         return []

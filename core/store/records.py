@@ -20,6 +20,7 @@ from keel.core.jsonsafe import json_safe
 from keel.core.memo import Memo
 from keel.core.store.engine import bulk_insert_ignore, insert_ignore, unit_of_work
 from keel.core.store.models import (
+    AlertCheck,
     Alias,
     DatasetLineage,
     DatasetVersion,
@@ -124,6 +125,25 @@ def unfinished_run(ws: Workspace, batch_id: str, current: str) -> PipelineRun | 
                 PipelineRun.status == "running", PipelineRun.id != current,
             ).order_by(col(PipelineRun.started_at))
         ).first()
+
+
+@unit_of_work
+def take_over_checks(ws: Workspace, batch_id: str, current: str) -> None:
+    """A run restarted after its batch's run was killed carries on from it: the killed runs' alert checks become
+    its own, so each rule is checked once per batch and a rule that fired is not counted twice towards its
+    k-of-n or its cool-down (nor fired again)."""
+    with ws.session() as session:
+        mine = set(session.exec(select(AlertCheck.rule).where(AlertCheck.run_id == current)))
+        killed = select(PipelineRun.id).where(PipelineRun.model_name == ws.cfg.model, PipelineRun.batch_id == batch_id,
+                                              PipelineRun.status == "running", PipelineRun.id != current)
+        for check in session.exec(select(AlertCheck).where(col(AlertCheck.run_id).in_(killed))
+                                  .order_by(col(AlertCheck.id))):
+            if check.rule in mine:  # two killed runs checked it: the first check stands
+                session.delete(check)
+                continue
+            check.run_id = current
+            mine.add(check.rule)
+            session.add(check)
 
 
 @unit_of_work
