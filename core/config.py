@@ -28,6 +28,17 @@ class Settings(BaseSettings):
                                       "(s3://bucket/prefix); default HOME/artifacts")
     artifacts_options: str | None = Field(default=None, description="JSON object of fsspec storage options for a "
                                           "remote artifacts_url (endpoint, region; never credentials)")
+    store_retries: int = Field(default=6, ge=0, description="times a unit of store work is tried again, with "
+                               "backoff (0.5 s doubling to 8 s, about 24 s in all), after a dropped connection or "
+                               "a locked store; 0 never tries again")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:  # a bad KEEL_ variable: one line naming it
+            err = exc.errors()[0]
+            name = f"KEEL_{str(err['loc'][0]).upper()}" if err["loc"] else "a KEEL_ setting"
+            raise ConfigError(f"bad value for {name}: {err['msg']}") from None
 
     @property
     def home_path(self) -> Path:

@@ -10,6 +10,7 @@ import numpy as np
 from sqlmodel import col, func, select
 
 from keel.core.memo import Memo
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import PipelineRun, Prediction
 from keel.core.workspace import Workspace
 
@@ -24,6 +25,7 @@ MIN_CALIBRATION_ROWS = 500  # fewer out-of-time labelled rows than this: the tra
 RECENT_LOOKBACK = 4  # runs looked at per calibration batch wanted (reruns and unlabelled batches skipped)
 
 
+@unit_of_work
 def recent_labelled(ws: Workspace, production: dict[str, Any], dataset_id: str, run_id: str) -> list[tuple[str, int]]:
     """(batch, labelled rows) of the newest batches the production model scored before this run, labels known.
 
@@ -63,6 +65,7 @@ def _fit(ws: Workspace, key: tuple[Any, ...], data: Callable[[], tuple[np.ndarra
     return _CALIBRATORS.get(key, fitted)
 
 
+@unit_of_work
 def calibrator_for(ws: Workspace, production: dict[str, Any], dataset_id: str,
                    run_id: str) -> tuple[Any, str, list[str]]:
     """The production model's calibration, where it was fitted ("recent" or "holdout"), and on which datasets.

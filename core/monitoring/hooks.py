@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 from sqlmodel import select
 
+from keel.core.errors import KeelError
 from keel.core.monitoring.alerts import evaluate
 from keel.core.monitoring.calibration import calibrator_for
 from keel.core.monitoring.rules import checks
 from keel.core.monitoring.thresholds import flat_metrics, store_points, thresholds
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import ModelVersion, PipelineRun
 from keel.core.workspace import Workspace
 
@@ -43,6 +45,7 @@ def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], sc
 # --- after every run: thresholds on realised metrics, then the alert rules -----------------------
 
 
+@unit_of_work
 def _version(ws: Workspace, version: int | None) -> ModelVersion | None:
     if version is None:
         return None
@@ -51,6 +54,7 @@ def _version(ws: Workspace, version: int | None) -> ModelVersion | None:
                                                        ModelVersion.version == version)).first()
 
 
+@unit_of_work
 def after_run(ws: Workspace, run_id: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Set thresholds and alert flags on the run's metric points, then evaluate the alert rules."""
     try:
@@ -67,6 +71,9 @@ def after_run(ws: Workspace, run_id: str, summary: dict[str, Any]) -> list[dict[
         context = {"batch": summary.get("batch"), "production_version": summary.get("production_before")}
         return evaluate(ws, run_id, dataset_id, checks(summary, baseline, importance, ws.cfg.monitor,
                                                         ws.cfg.alerts), context)
+    except KeelError as exc:  # a store that stays unreachable: one line, the run's own error says the rest
+        log.warning("monitoring after run %s failed: %s", run_id, exc)
+        return []
     except Exception:  # alerting must never turn a finished run into a failed one
         log.exception("monitoring after run %s failed", run_id)
         return []

@@ -20,6 +20,7 @@ from keel.core.monitoring import hooks as monitoring
 from keel.core.pipeline import stages
 from keel.core.registry import transactions as registry
 from keel.core.store import records
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import ModelVersion, PipelineRun, Review
 from keel.core.workspace import Workspace
 
@@ -89,6 +90,7 @@ class Plan:
         return (self.prior.summary or {}) if self.prior is not None else {}
 
 
+@unit_of_work
 def plan_run(ws: Workspace, run_id: str, dataset_id: str) -> Plan:
     """Fresh, resumed, restarted or replay: decided here, once, and written on the run's row."""
     prior = records.completed_run(ws, dataset_id)
@@ -217,6 +219,7 @@ def register_candidate(ws: Workspace, run_id: str, sets: dict[str, str], model: 
     return mv
 
 
+@unit_of_work
 def apply_decision(ws: Workspace, version: int, decision: dict[str, Any], evaluation: dict[str, Any],
                    run_id: str) -> Review | None:
     """Carry out the gate's decision through the registry (one audited transaction each); returns the review
@@ -242,6 +245,7 @@ def apply_decision(ws: Workspace, version: int, decision: dict[str, Any], evalua
 # --- the end of a run ------------------------------------------------------------------------------------
 
 
+@unit_of_work
 def finish(ws: Workspace, summary: RunSummary, plan: Plan, writes: Writes, status: str) -> dict[str, Any]:
     """Close the run: production after it, its alerts (a fresh run's only), the summary on its row."""
     if plan.prior is not None:

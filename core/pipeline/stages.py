@@ -30,6 +30,7 @@ from keel.core.errors import DataError
 from keel.core.faults import crash_point
 from keel.core.memo import Memo
 from keel.core.store import records
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import DatasetVersion, ModelVersion, PipelineRun
 from keel.core.workspace import Workspace
 
@@ -111,6 +112,7 @@ def load_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
     return _FRAMES.get((ws.settings.artifacts_root, dataset_id), lambda: _read_dataset(ws, dataset_id))
 
 
+@unit_of_work
 def _read_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
     with ws.session() as session:
         dv = session.get(DatasetVersion, dataset_id)
@@ -152,6 +154,7 @@ def drift_ref(ref: dict[str, Any]) -> dict[str, Any]:
     return {**scorer(ref), "importance": ref["importance"], "holdout_dataset_id": ref.get("holdout_dataset_id")}
 
 
+@unit_of_work
 def version_ref(ws: Workspace, version_id: int | None) -> dict[str, Any] | None:
     if version_id is None:
         return None
@@ -181,6 +184,7 @@ def contract_for(frame: pl.DataFrame, production: dict[str, Any] | None, columns
     return learn_contract(frame, feature_spec(columns, frame), declared.ranges, declared.categories).to_dict()
 
 
+@unit_of_work
 def validate_batch(ws: Workspace, dataset_id: str, contract: dict[str, Any], rules: ContractConfig) -> dict[str, Any]:
     """The batch against the contract under keel.toml's [contract] limits: bad rows, or a reason to reject it."""
     frame = load_dataset(ws, dataset_id)
@@ -251,6 +255,7 @@ def monitor(ws: Workspace, dataset_id: str, production: dict[str, Any], scores: 
 # --- deciding to retrain -----------------------------------------------------------------------
 
 
+@unit_of_work
 def model_runs(ws: Workspace) -> list[PipelineRun]:
     with ws.session() as session:
         return list(session.exec(
@@ -287,6 +292,7 @@ def should_retrain(ws: Workspace, production: dict[str, Any] | None, labelled: i
     return True, reasons
 
 
+@unit_of_work
 def training_window(ws: Workspace, current_id: str) -> list[str]:
     """The last N labelled batches this model has processed, ending with the current one."""
     seen: list[str] = []
