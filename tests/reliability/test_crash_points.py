@@ -26,7 +26,8 @@ from sqlalchemy import create_engine, text
 from tests.forked_keel import ForkedKeel
 from tests.reliability.test_kill_restart import CONFIG
 
-STAGES = ("ingest", "validate", "score", "drift", "monitor", "decide", "datasets", "train", "evaluate", "gate")
+STAGES = ("ingest", "validate", "score", "drift", "monitor", "decide", "datasets", "train", "evaluate", "register",
+          "gate")
 BETWEEN_WRITES = (
     "ingest:stored",  # the batch's copy is stored, its dataset version not yet registered
     "artifact:written",  # an artifact written whole beside its final name, not yet renamed into place
