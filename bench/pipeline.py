@@ -117,9 +117,9 @@ KEEL_TIMED = [
     ("keel.core.pipeline.stages", "contract_for", "core: contract_for"),
     ("keel.core.pipeline.stages", "snapshot_file", "io: copy + sha256 of the batch file"),
     ("keel.core.pipeline.stages", "read_batch", "io: read_batch"),
-    ("keel.core.data.batches", "Artifacts.read_verified", "io: read artifact + sha256"),
-    ("keel.core.data.batches", "Artifacts.put_file", "io: put artifact"),
-    ("keel.core.data.batches", "Artifacts.put_bytes", "io: put artifact"),
+    ("keel.core.data.artifacts", "Artifacts.read_verified", "io: read artifact + sha256"),
+    ("keel.core.data.artifacts", "Artifacts.put_file", "io: put artifact"),
+    ("keel.core.data.artifacts", "Artifacts.put_bytes", "io: put artifact"),
     ("keel.core.data.batches", "frame_bytes", "io: frame to parquet bytes"),
     ("keel.core.model.train", "train_model", "compute: lightgbm train"),
     ("keel.core.model.train", "predict", "compute: predict"),
@@ -192,7 +192,7 @@ def keel_worker(args: argparse.Namespace) -> None:
     timers = Timers()
     for module, name, label in KEEL_TIMED:
         timers.patch(module, name, label)
-    timers.patch("keel.flows.run_pipeline", "_Stages.__call__", lambda a: f"task: {a[1]}")
+    timers.patch("keel.flows.run_pipeline", "Stages.__call__", lambda a: f"task: {a[1]}")
     count_retries(timers)
     flows.run_pipeline.fn = timers.wrap("flow: body", flows.run_pipeline.fn)
     calls: list[dict[str, Any]] = []
