@@ -229,7 +229,9 @@ def keel_worker(args: argparse.Namespace) -> None:
     with sqlite3.connect(home / "keel.db") as db:
         shas = dict(db.execute("select version, artifact_sha256 from model_version").fetchall())
     result = {"begun": begun, "import_s": import_s, "demo_s": demo_s, "calls": calls, "timers": timers.as_dict(),
-              "summaries": summaries, "model_sha": {str(k): v for k, v in shas.items()}, "ended": time.time()}
+              "summaries": summaries, "model_sha": {str(k): v for k, v in shas.items()},
+              "imported": sorted(m for m in ("lightgbm", "alibi_detect", "prefect.server.api.server") if m in sys.modules),
+              "ended": time.time()}
     Path(args.out).write_text(json.dumps(result))
     from keel.cli.main import _exit
 
@@ -715,6 +717,8 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                   "warm": warm, "one": one, "verify_warm": verify(keel_all, bare)})
     if args.tui_repeat:
         results["tui"] = tui_startup(work, args.tui_repeat)
+    if args.json:  # before the report, so that a failing report loses no measurement
+        args.json.write_text(json.dumps(results, indent=1, default=str))
     report(results)
     return results
 
@@ -896,6 +900,8 @@ def report_rounds(results: dict[str, Any]) -> None:
         ok = "same quarantined rows, metrics, drifted features and model SHA-256s" if not r["verify"] else "; ".join(r["verify"])
         trainings = sum(1 for s in r["cold"]["summaries"] if s.get("model_version"))
         print(f"\nround {i + 1}: bare vs keel ({trainings} trainings each): {ok}")
+        print(f"round {i + 1}: imported by the cold run: {', '.join(r['cold']['imported'])}; by the rerun: "
+              f"{', '.join(r['rerun']['imported']) or 'none of them'}")
         print(f"round {i + 1}: rerun changed the store: {', '.join(r['store_changed']) or 'no'}; "
               "replayed stages [completed, cache hits]: " + json.dumps(r["replay_cache"], sort_keys=True))
 
