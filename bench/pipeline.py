@@ -202,14 +202,24 @@ def keel_worker(args: argparse.Namespace) -> None:
         timers.patch(module, name, label)
     timers.patch("keel.flows.run_pipeline", "Stages.__call__", lambda a: f"task: {a[1]}")
     count_retries(timers)
-    flows.run_pipeline.fn = timers.wrap("flow: body", flows.run_pipeline.fn)
+    body = timers.wrap("flow: body", flows.run_pipeline.fn)
+    bodies: list[float] = []
+
+    def timed_body(*a: Any, **k: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return body(*a, **k)
+        finally:
+            bodies.append(time.perf_counter() - start)
+
+    flows.run_pipeline.fn = timed_body
     calls: list[dict[str, Any]] = []
     run_flow = timers.wrap("flow: call", cli_pipeline._run_flow)
 
     def timed_run_flow(batch: str, config: str) -> dict[str, Any]:
         start = time.perf_counter()
         out = run_flow(batch, config)
-        calls.append({"batch": Path(batch).name, "wall_s": time.perf_counter() - start})
+        calls.append({"batch": Path(batch).name, "wall_s": time.perf_counter() - start, "body_s": bodies[-1]})
         return out
 
     cli_pipeline._run_flow = timed_run_flow
@@ -877,11 +887,17 @@ def report_rounds(results: dict[str, Any]) -> None:
     add(f"long-lived server: keel demo, {n} months, wall (s)", col(lambda r: r["warm"]["wall_s"]), "{:.1f}")
     add(f"floor: bare script's first {n} months, wall (s)", col(floor_warm), "{:.1f}")
     add("  keel / floor, wall", col(lambda r: r["warm"]["wall_s"] / floor_warm(r)), "{:.2f}")
-    add("  per batch: keel flow call, median (s)", col(lambda r: med([c["wall_s"] for c in r["warm"]["calls"]])), "{:.2f}")
-    add("  per batch: bare month, median (s)", col(lambda r: med([m["wall_s"] for m in r["bare"]["months"][:n]])), "{:.2f}")
-    add("  per batch: keel over floor, summed (goal < 10%)", col(lambda r: (
-        sum(c["wall_s"] for c in r["warm"]["calls"]) / sum(m["wall_s"] for m in r["bare"]["months"][:n]) - 1) * 100),
-        "{:.1f}%")
+    # per batch from the third month on: keel's first two flow calls carry one-time imports (Prefect's client and
+    # engine, LightGBM, Alibi Detect on the first drift test) that the bare script pays in its imports phase
+    add(f"  per batch, months 3-{n}: keel flow call, median (s)",
+        col(lambda r: med([c["wall_s"] for c in r["warm"]["calls"][2:]])), "{:.2f}")
+    add(f"  per batch, months 3-{n}: bare month, median (s)",
+        col(lambda r: med([m["wall_s"] for m in r["bare"]["months"][2:n]])), "{:.2f}")
+    add(f"  per batch, months 3-{n}: keel over floor, summed (goal < 10%)", col(lambda r: (
+        sum(c["wall_s"] for c in r["warm"]["calls"][2:]) / sum(m["wall_s"] for m in r["bare"]["months"][2:n]) - 1)
+        * 100), "{:.1f}%")
+    add(f"  per batch, months 3-{n}: Prefect outside the flow body, median (s)",
+        col(lambda r: med([c["wall_s"] - c["body_s"] for c in r["warm"]["calls"][2:]])), "{:.2f}")
     add("long-lived server: keel run, one batch, wall (s)", col(lambda r: r["one"]["wall_s"]), "{:.1f}")
     add("floor: bare script on that batch alone, wall (s)", col(floor_one), "{:.1f}")
     add("  keel run - floor (goal <= 1 s)", col(lambda r: r["one"]["wall_s"] - floor_one(r)), "{:+.1f}")
