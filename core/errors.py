@@ -78,9 +78,14 @@ class NotFound(UsageError):
 
 
 class StoreError(KeelError):
-    """Raised when the store cannot be opened or written."""
+    """Raised when the store cannot be opened or written. ``transient`` when trying again can work (the store
+    locked by another writer, the connection dropped, the server unreachable), until the retries are spent."""
 
     title = "Store error"
+
+    def __init__(self, message: str, title: str | None = None, *, transient: bool = False) -> None:
+        super().__init__(message, title)
+        self.transient = transient
 
 
 class ArtifactError(StoreError):
@@ -201,13 +206,13 @@ def store_errors(url: str, *, opening: bool = False) -> dict[str, Translate]:
         why = reason(exc)
         low = why.lower()
         if any(s in low for s in _LOCKED):
-            return StoreError(f"{where} is locked by another writer ({why})")
+            return StoreError(f"{where} is locked by another writer ({why})", transient=True)
         if any(s in low for s in _RACED):  # a lost race on PostgreSQL: trying again can work
             return Conflict(f"another change raced this one in {where} ({why}); look again and retry")
         if getattr(exc, "connection_invalidated", False) or any(s in low for s in _DROPPED):
-            return StoreError(f"the connection to {where} was dropped ({why})")
+            return StoreError(f"the connection to {where} was dropped ({why})", transient=True)
         if any(s in low for s in _UNREACHABLE):
-            return StoreError(f"cannot connect to {where} ({why})")
+            return StoreError(f"cannot connect to {where} ({why})", transient=True)
         return StoreError(f"cannot {'open' if opening else 'use'} {where} ({why})")
 
     return dict.fromkeys(STORE_OPEN_FAILURES if opening else STORE_FAILURES, translate)
