@@ -2,23 +2,28 @@
 
 One run does, per round (rounds are interleaved so both sides see the same machine load):
 
-1. keel cold: a fresh KEEL_HOME (so a fresh PREFECT_HOME beneath it, a fresh store and Prefect's
-   temporary server started and migrated from nothing) running `keel demo --json` in a subprocess;
+1. keel cold: a fresh KEEL_HOME (a fresh store, and a fresh PREFECT_HOME seeded with keel's migrated Prefect
+   database) running `keel demo --json` in a subprocess, on Prefect's temporary server;
 2. the bare script, in a subprocess: the same computations (read the Parquet batch, the same data
    contract, LightGBM predict, the same drift tests, the same metrics, LightGBM training with the same
    parameters on the same windows and the same holdout comparison) with no Prefect and no store. It
    follows keel's own decisions (read from the cold run's JSON), so both sides train the same models;
+   it times each month, so its first months and its last month alone are floors too;
 3. keel's cached rerun: `keel demo` again on the same KEEL_HOME (every cached task hits and the store
    must not change: checked);
-4. once per run, a Prefect probe in a fresh PREFECT_HOME: server start, cost of a flow run, a task,
-   a cached task, and of persisting or hashing large values.
+4. with a long-lived server (`keel server start` in another fresh KEEL_HOME, untimed): `keel demo` on all
+   months but the last, then `keel run` on the last month's batch, as a user adds one batch; both against the
+   bare script's same months (and their results checked against it);
+then, once per run: the TUI's start-up on bench/tui.py's 100k-run store beside a bare Textual app's start-up,
+interleaved, and a Prefect probe in a fresh PREFECT_HOME (server start, cost of a flow run, a task, a cached
+task, and of persisting or hashing large values).
 
-The keel subprocess runs the real `keel demo` command (click, in-process) with light timers wrapped
-around keel and Prefect functions, so its wall time can be split into imports, server start, Prefect
-per-flow and per-task overhead, store writes, artifact hashing and the computations themselves.
+The keel subprocess runs the real `keel demo` (or `keel run`) command (click, in-process) with light timers
+wrapped around keel and Prefect functions, so its wall time can be split into imports, waiting for the server,
+Prefect per-flow and per-task overhead, store writes, artifact hashing and the computations themselves.
 The bare script's models must have the same SHA-256 as keel's: that proves both did the same work.
 
-Run:  PYTHONPATH=. python bench/pipeline.py [--months 12] [--rounds 1] [--keep DIR] [--json FILE]
+Run:  PYTHONPATH=. python bench/pipeline.py [--months 12] [--rounds 2] [--tui-repeat 5] [--no-probe] [--json FILE]
 See bench/README.md, "## Pipeline".
 """
 
@@ -98,7 +103,7 @@ class Timers:
 
 # what the keel subprocess times: (module, function, label); labels group the report
 KEEL_TIMED = [
-    ("prefect.server.api.server", "SubprocessASGIServer.start", "prefect: server start"),
+    ("keel.flows.local_server", "TemporaryServer.wait", "prefect: server start"),
     ("prefect.results", "ResultStore._persist_result_record", "prefect: persist result"),
     ("prefect.results", "ResultStore._read", "prefect: read cached result"),
     ("prefect.results", "ResultStore._exists", "prefect: cache lookup"),
@@ -117,9 +122,9 @@ KEEL_TIMED = [
     ("keel.core.pipeline.stages", "contract_for", "core: contract_for"),
     ("keel.core.pipeline.stages", "snapshot_file", "io: copy + sha256 of the batch file"),
     ("keel.core.pipeline.stages", "read_batch", "io: read_batch"),
-    ("keel.core.data.batches", "Artifacts.read_verified", "io: read artifact + sha256"),
-    ("keel.core.data.batches", "Artifacts.put_file", "io: put artifact"),
-    ("keel.core.data.batches", "Artifacts.put_bytes", "io: put artifact"),
+    ("keel.core.data.artifacts", "Artifacts.read_verified", "io: read artifact + sha256"),
+    ("keel.core.data.artifacts", "Artifacts.put_file", "io: put artifact"),
+    ("keel.core.data.artifacts", "Artifacts.put_bytes", "io: put artifact"),
     ("keel.core.data.batches", "frame_bytes", "io: frame to parquet bytes"),
     ("keel.core.model.train", "train_model", "compute: lightgbm train"),
     ("keel.core.model.train", "predict", "compute: predict"),
@@ -165,7 +170,8 @@ def count_retries(timers: Timers) -> None:
 
 
 def keel_worker(args: argparse.Namespace) -> None:
-    """`keel demo --json` in this process, with timers; writes a JSON result to args.out."""
+    """`keel demo --json` (or `keel run --json BATCH`) in this process, with timers; writes a JSON result to
+    args.out."""
     begun = time.time()
     import atexit
     import contextlib
@@ -173,16 +179,18 @@ def keel_worker(args: argparse.Namespace) -> None:
 
     # registered first, so it runs after every other atexit handler (Prefect's server stop among them)
     atexit.register(lambda: Path(args.out).with_suffix(".exit").write_text(str(time.time())))
+    argv = json.loads(args.argv) if args.argv else ["demo", "--json", "--months", str(args.months)]
 
     t = time.perf_counter()
-    import keel.flows.run_pipeline as flows  # configures Prefect from KEEL_HOME
     from keel.cli import pipeline as cli_pipeline
     from keel.cli.main import cli
 
+    # what the command does first (keel demo and keel run start the temporary server before their heavy imports);
+    # the command's own call then finds it started. With a long-lived server up it starts nothing.
+    cli_pipeline._start_server_early()
+    import keel.flows.run_pipeline as flows  # configures Prefect from KEEL_HOME
+
     import_s = time.perf_counter() - t
-    t = time.perf_counter()
-    import prefect.server.api.server  # noqa: F401 - imported by the first flow run otherwise; timed here
-    import_s += time.perf_counter() - t
     what_if = contextlib.ExitStack()
     if os.environ.get("KEEL_BENCH_WHAT_IF"):  # bench/profile_pipeline.py: measure a proposed change
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -192,16 +200,26 @@ def keel_worker(args: argparse.Namespace) -> None:
     timers = Timers()
     for module, name, label in KEEL_TIMED:
         timers.patch(module, name, label)
-    timers.patch("keel.flows.run_pipeline", "_Stages.__call__", lambda a: f"task: {a[1]}")
+    timers.patch("keel.flows.run_pipeline", "Stages.__call__", lambda a: f"task: {a[1]}")
     count_retries(timers)
-    flows.run_pipeline.fn = timers.wrap("flow: body", flows.run_pipeline.fn)
+    body = timers.wrap("flow: body", flows.run_pipeline.fn)
+    bodies: list[float] = []
+
+    def timed_body(*a: Any, **k: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return body(*a, **k)
+        finally:
+            bodies.append(time.perf_counter() - start)
+
+    flows.run_pipeline.fn = timed_body
     calls: list[dict[str, Any]] = []
     run_flow = timers.wrap("flow: call", cli_pipeline._run_flow)
 
     def timed_run_flow(batch: str, config: str) -> dict[str, Any]:
         start = time.perf_counter()
         out = run_flow(batch, config)
-        calls.append({"batch": Path(batch).name, "wall_s": time.perf_counter() - start})
+        calls.append({"batch": Path(batch).name, "wall_s": time.perf_counter() - start, "body_s": bodies[-1]})
         return out
 
     cli_pipeline._run_flow = timed_run_flow
@@ -209,17 +227,21 @@ def keel_worker(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     with contextlib.redirect_stdout(buf), what_if:
         try:
-            cli.main(["demo", "--json", "--months", str(args.months)], prog_name="keel", standalone_mode=False)
+            cli.main(argv, prog_name="keel", standalone_mode=False)
         except SystemExit as exc:
             if exc.code:
                 raise
     demo_s = time.perf_counter() - t
     summaries = json.loads(buf.getvalue())
+    if isinstance(summaries, dict):  # keel run prints one summary
+        summaries = [summaries]
     home = Path(os.environ["KEEL_HOME"])
     with sqlite3.connect(home / "keel.db") as db:
         shas = dict(db.execute("select version, artifact_sha256 from model_version").fetchall())
     result = {"begun": begun, "import_s": import_s, "demo_s": demo_s, "calls": calls, "timers": timers.as_dict(),
-              "summaries": summaries, "model_sha": {str(k): v for k, v in shas.items()}, "ended": time.time()}
+              "summaries": summaries, "model_sha": {str(k): v for k, v in shas.items()},
+              "imported": sorted(m for m in ("lightgbm", "alibi_detect", "prefect.server.api.server") if m in sys.modules),
+              "ended": time.time()}
     Path(args.out).write_text(json.dumps(result))
     from keel.cli.main import _exit
 
@@ -255,10 +277,12 @@ def bare_worker(args: argparse.Namespace) -> None:
     from keel.core.model.train import DEFAULT_PARAMS
     from keel.core.pipeline.holdout import split
 
+    cfg = parse_config(tomllib.loads(DEMO_CONFIG))
+    if cfg.drift.engine == "alibi":  # keel imports it on the first drift test: here up front, so that a month's
+        from alibi_detect.cd.tabular import TabularDrift  # noqa: F401   time is that month's work alone
     t = phase("imports", t)
     plan = json.loads(Path(args.plan).read_text())
     batches = sorted(Path(args.batches).glob("*.parquet"))[: args.months]
-    cfg = parse_config(tomllib.loads(DEMO_CONFIG))
     params = {**DEFAULT_PARAMS, **cfg.retrain.params, "seed": cfg.retrain.seed}
     rounds, threshold = cfg.retrain.num_boost_round, cfg.monitor.threshold
     settings = DriftConfig(**cfg.drift.model_dump())
@@ -291,6 +315,7 @@ def bare_worker(args: argparse.Namespace) -> None:
     t = phase("setup", t)
     for i, path in enumerate(batches):
         out: dict[str, Any] = {"month": i}
+        month_start = time.perf_counter()
         frame = pl.read_parquet(path)
         t = phase("read parquet", t)
         if production is not None:
@@ -343,6 +368,7 @@ def bare_worker(args: argparse.Namespace) -> None:
             t = phase("evaluate (predict + compare_models)", t)
             if step["decision"] == "promoted":
                 production = candidate
+        out["wall_s"] = time.perf_counter() - month_start
         months.append(out)
     Path(args.out).write_text(json.dumps({"begun": begun, "phases": phases, "months": months, "ended": time.time()}))
 
@@ -577,7 +603,7 @@ def breakdown(cold: dict[str, Any]) -> list[tuple[str, float]]:
     tasks = sum(v for k, v in excl.items() if k.startswith("task: "))
     parts = [
         ("interpreter start + imports (keel, Prefect, polars, sqlmodel...)", cold["startup_s"] + cold["import_s"]),
-        ("Prefect temporary server start (incl. migrations of a fresh home)", excl.get("prefect: server start", 0.0)),
+        ("waiting for Prefect's temporary server (its start not hidden by the imports)", excl.get("prefect: server start", 0.0)),
         ("Prefect per-flow-run overhead (create run, states, flow result)", excl.get("flow: call", 0.0)),
         ("Prefect per-task overhead (task runs, states, events)", tasks),
         ("Prefect cache keys (hashing task inputs)", excl.get("prefect: cache key", 0.0)),
@@ -630,11 +656,13 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     parser.add_argument("--no-probe", action="store_true", help="skip the Prefect probe")
+    parser.add_argument("--tui-repeat", type=int, default=5, help="TUI start-ups of each side (0: skip the TUI)")
     parser.add_argument("--worker", choices=["keel", "bare", "probe"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
     parser.add_argument("--batches", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
+    parser.add_argument("--argv", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         {"keel": keel_worker, "bare": bare_worker, "probe": probe_worker}[args.worker](args)
@@ -690,10 +718,134 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         after = store_snapshot(home / "keel.db")
         print(f"{rerun['wall_s']:.1f} s", flush=True)
         changed = [k for k in before if before[k] != after.get(k)]
+        warm, one = run_warm(args, work, r, batches)
+        keel_all = {"summaries": warm["summaries"] + one["summaries"], "model_sha": one["model_sha"]}
         results["rounds"].append({"cold": cold, "bare": bare, "rerun": rerun, "verify": verify(cold, bare),
-                                  "store_changed": changed, "store": after, "replay_cache": replay_cache(home / "keel.db")})
+                                  "store_changed": changed, "store": after, "replay_cache": replay_cache(home / "keel.db"),
+                                  "warm": warm, "one": one, "verify_warm": verify(keel_all, bare)})
+    if args.tui_repeat:
+        results["tui"] = tui_startup(work, args.tui_repeat)
+    if args.json:  # before the report, so that a failing report loses no measurement
+        args.json.write_text(json.dumps(results, indent=1, default=str))
     report(results)
     return results
+
+
+def keel_cli(env: dict[str, str], cwd: Path, *argv: str) -> str:
+    """A keel command, untimed (the long-lived server's start and stop)."""
+    out = subprocess.run([sys.executable, "-m", "keel", *argv], env=env, cwd=cwd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"keel {' '.join(argv)} failed ({out.returncode}):\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def run_warm(args: argparse.Namespace, work: Path, r: int, batches: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """With a long-lived server (`keel server start`, untimed) in a fresh KEEL_HOME: `keel demo` on all months but
+    the last, then `keel run` on the last month's batch alone, as a user adds a batch."""
+    home = work / f"round{r}" / "warm" / ".keel"
+    shutil.rmtree(home.parent, ignore_errors=True)
+    (home / "demo" / "batches").mkdir(parents=True)
+    for p in batches:
+        os.link(p, home / "demo" / "batches" / p.name)
+    env = child_env(home)
+    keel_cli(env, home.parent, "server", "start")
+    try:
+        print(f"round {r + 1}: long-lived server: keel demo --months {args.months - 1} ...", end=" ", flush=True)
+        warm = run_child("keel", work / f"warm{r}.json", env, home.parent, "--months", str(args.months - 1))
+        print(f"{warm['wall_s']:.1f} s; keel run {batches[-1].name} ...", end=" ", flush=True)
+        argv = ["run", "--json", str(home / "demo" / "batches" / batches[-1].name), "--config",
+                str(home / "demo" / "keel.toml")]
+        one = run_child("keel", work / f"one{r}.json", env, home.parent, "--argv", json.dumps(argv))
+        print(f"{one['wall_s']:.1f} s", flush=True)
+    finally:
+        keel_cli(env, home.parent, "server", "stop")
+    return warm, one
+
+
+# --- the TUI's start-up beside a bare Textual app's ----------------------------------------------------------
+
+TUI_CHILD = r"""
+import asyncio, json, os, sys, time
+spawned = float(os.environ["BENCH_SPAWNED"])
+from keel.tui.app import KeelApp
+
+async def main():
+    app = KeelApp(None, refresh=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        while not getattr(app.screen, "loaded", False):
+            await pilot.pause(0.005)
+        await pilot.pause()
+        print("BENCH " + json.dumps({"startup": time.time() - spawned}))
+
+asyncio.run(main())
+"""
+
+BARE_TUI_CHILD = r"""
+import asyncio, json, os, sys, time
+spawned = float(os.environ["BENCH_SPAWNED"])
+from textual.app import App
+from textual.widgets import DataTable, Footer, Static
+
+class Bare(App):
+    BINDINGS = [("q", "quit", "Quit")]
+
+    def compose(self):
+        yield Static("runs")
+        yield DataTable()
+        yield Footer()
+
+    def on_mount(self):
+        table = self.query_one(DataTable)
+        table.add_columns("run", "model", "batch", "status", "decision", "auc", "drifted", "started")
+        table.add_rows([(f"{i:08d}", "model-01", f"batch-{i:06d}", "completed", "kept", "0.712", "2",
+                         "2025-01-01 00:00") for i in range(100)])
+        self.loaded = True
+
+async def main():
+    app = Bare()
+    async with app.run_test(size=(80, 24)) as pilot:
+        while not getattr(app, "loaded", False):
+            await pilot.pause(0.005)
+        await pilot.pause()
+        print("BENCH " + json.dumps({"startup": time.time() - spawned}))
+
+asyncio.run(main())
+"""
+
+
+def tui_child(code: str, home: Path) -> float:
+    env = child_env(home)
+    env.update(TEXTUAL_ANIMATIONS="none", BENCH_SPAWNED=repr(time.time()))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=home.parent)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        sys.exit(f"the TUI start-up child failed:\n{out.stderr[-2000:]}")
+    return float(json.loads(line[6:])["startup"])
+
+
+def tui_startup(work: Path, repeat: int) -> dict[str, Any]:
+    """keel's TUI on bench/tui.py's store (100k runs, 10k versions, 1M metric points) and a bare Textual app (a
+    Static, a 100-row DataTable, a Footer), each from a fresh process to its first painted page, interleaved."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import tui as tui_bench
+
+    home = work / "tui" / ".keel"
+    saved = os.environ.get("KEEL_HOME")
+    print("TUI: building the 100k-run store (untimed) ...", flush=True)
+    try:
+        tui_bench.build(home, 100_000, 10_000, 1_000_000)
+    finally:
+        if saved is None:
+            os.environ.pop("KEEL_HOME", None)
+        else:
+            os.environ["KEEL_HOME"] = saved
+    bare, keel = [], []
+    for _ in range(repeat):
+        bare.append(tui_child(BARE_TUI_CHILD, home))
+        keel.append(tui_child(TUI_CHILD, home))
+    print(f"TUI start-up: bare {', '.join(f'{v:.2f}' for v in bare)} s; keel {', '.join(f'{v:.2f}' for v in keel)} s",
+          flush=True)
+    return {"bare": bare, "keel": keel}
 
 
 def train_s(r: dict[str, Any], side: str) -> float:
@@ -729,13 +881,41 @@ def report_rounds(results: dict[str, Any]) -> None:
         lambda r: (r["cold"]["wall_s"] - train_s(r, "cold")) / (r["bare"]["wall_s"] - train_s(r, "bare"))), "{:.2f}")
     add("keel - bare, wall without training (s)", col(
         lambda r: r["cold"]["wall_s"] - train_s(r, "cold") - r["bare"]["wall_s"] + train_s(r, "bare")), "{:.1f}")
+    n = len(rounds[0]["warm"]["summaries"])
+    add(f"long-lived server: keel demo, {n} months, wall (s)", col(lambda r: r["warm"]["wall_s"]), "{:.1f}")
+    add(f"floor: bare script's first {n} months, wall (s)", col(floor_warm), "{:.1f}")
+    add("  keel / floor, wall", col(lambda r: r["warm"]["wall_s"] / floor_warm(r)), "{:.2f}")
+    # per batch from the third month on: keel's first two flow calls carry one-time imports (Prefect's client and
+    # engine, LightGBM, Alibi Detect on the first drift test) that the bare script pays in its imports phase
+    add(f"  per batch, months 3-{n}: keel flow call, median (s)",
+        col(lambda r: med([c["wall_s"] for c in r["warm"]["calls"][2:]])), "{:.2f}")
+    add(f"  per batch, months 3-{n}: bare month, median (s)",
+        col(lambda r: med([m["wall_s"] for m in r["bare"]["months"][2:n]])), "{:.2f}")
+    add(f"  per batch, months 3-{n}: keel over floor, summed (goal < 10%)", col(lambda r: (
+        sum(c["wall_s"] for c in r["warm"]["calls"][2:]) / sum(m["wall_s"] for m in r["bare"]["months"][2:n]) - 1)
+        * 100), "{:.1f}%")
+    add(f"  per batch, months 3-{n}: Prefect outside the flow body, median (s)",
+        col(lambda r: med([c["wall_s"] - c["body_s"] for c in r["warm"]["calls"][2:]])), "{:.2f}")
+    add("long-lived server: keel run, one batch, wall (s)", col(lambda r: r["one"]["wall_s"]), "{:.1f}")
+    add("floor: bare script on that batch alone, wall (s)", col(floor_one), "{:.1f}")
+    add("  keel run - floor (goal <= 1 s)", col(lambda r: r["one"]["wall_s"] - floor_one(r)), "{:+.1f}")
+    add("  keel run: interpreter + imports (s)", col(lambda r: r["one"]["startup_s"] + r["one"]["import_s"]), "{:.1f}")
+    add("  floor: interpreter + imports (s)", col(lambda r: r["bare"]["startup_s"] + r["bare"]["phases"]["imports"]),
+        "{:.1f}")
+    add("  keel run: flow call (s)", col(lambda r: r["one"]["calls"][0]["wall_s"]), "{:.2f}")
+    add("  floor: that month's work (s)", col(lambda r: r["bare"]["months"][-1]["wall_s"]), "{:.2f}")
     header = ["", *[f"round {i + 1}" for i in range(len(rounds))], "median" if len(rounds) > 1 else ""]
     print()
     print(fmt_table(header, rows))
     for i, r in enumerate(rounds):
+        ok = "the same" if not r["verify_warm"] else "; ".join(r["verify_warm"])
+        print(f"round {i + 1}: long-lived server's demo + keel run vs the bare script: {ok}")
+    for i, r in enumerate(rounds):
         ok = "same quarantined rows, metrics, drifted features and model SHA-256s" if not r["verify"] else "; ".join(r["verify"])
         trainings = sum(1 for s in r["cold"]["summaries"] if s.get("model_version"))
         print(f"\nround {i + 1}: bare vs keel ({trainings} trainings each): {ok}")
+        print(f"round {i + 1}: imported by the cold run: {', '.join(r['cold']['imported'])}; by the rerun: "
+              f"{', '.join(r['rerun']['imported']) or 'none of them'}")
         print(f"round {i + 1}: rerun changed the store: {', '.join(r['store_changed']) or 'no'}; "
               "replayed stages [completed, cache hits]: " + json.dumps(r["replay_cache"], sort_keys=True))
 
@@ -753,15 +933,42 @@ def report_rounds(results: dict[str, Any]) -> None:
     print(f"\nwhere the cached rerun goes (round {len(rounds)}, {last['rerun']['wall_s']:.1f} s):")
     rb = breakdown(last["rerun"])
     print(fmt_table(["part", "s"], [[k, f"{v:.2f}"] for k, v in rb if abs(v) >= 0.05]))
+    for key, what in (("warm", "keel demo with the long-lived server"), ("one", "keel run on one batch with the long-lived server")):
+        w = last[key]
+        print(f"\nwhere {what} goes (round {len(rounds)}, {w['wall_s']:.1f} s):")
+        print(fmt_table(["part", "s"], [[k, f"{v:.2f}"] for k, v in breakdown(w) if abs(v) >= 0.02]))
+    warm = last["warm"]
+    print(fmt_table(["stage (task), long-lived server", "calls", "wall s", "Prefect around core s"],
+                    [[n, c, f"{w:.2f}", f"{o:.2f}"] for n, c, w, o in per_task(warm)]))
     print("\nbare script phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in last["bare"]["phases"].items()))
     print("\nkeel timers, cold (calls, inclusive s, exclusive s):")
     print(fmt_table(["label", "calls", "incl", "excl"],
                     [[k, v["calls"], f"{v['incl_s']:.2f}", f"{v['excl_s']:.2f}"] for k, v in cold["timers"].items()]))
 
 
+def floor_warm(r: dict[str, Any]) -> float:
+    """The bare script without its last month: process, imports and the first months' work."""
+    return float(r["bare"]["wall_s"] - r["bare"]["months"][-1]["wall_s"])
+
+
+def floor_one(r: dict[str, Any]) -> float:
+    """The bare script on the last month alone: process, imports (Alibi Detect's included) and that month's work.
+    It keeps the production model and its reference data in memory, where `keel run` reads them from the store."""
+    return float(r["bare"]["wall_s"] - sum(m["wall_s"] for m in r["bare"]["months"][:-1]))
+
+
 def report(results: dict[str, Any]) -> None:
     if results["rounds"]:
         report_rounds(results)
+    if "tui" in results:
+        bare, keel = results["tui"]["bare"], results["tui"]["keel"]
+        mb, mk = statistics.median(bare), statistics.median(keel)
+        print(f"\nTUI start-up to the first painted page, fresh process, 80x24, median of {len(keel)} interleaved:")
+        print(fmt_table(["", "median", "min", "max"], [
+            ["bare Textual app (Static, 100-row DataTable, Footer)", f"{mb:.2f} s", f"{min(bare):.2f} s", f"{max(bare):.2f} s"],
+            ["keel tui on 100k runs / 10k versions / 1M points", f"{mk:.2f} s", f"{min(keel):.2f} s", f"{max(keel):.2f} s"],
+            ["keel / bare (goal <= 1.5)", f"{mk / mb:.2f}", "", ""],
+        ]))
     if "probe" in results:
         p = results["probe"]
         print("\nPrefect probe (keel's Prefect settings, fresh PREFECT_HOME):")

@@ -10,6 +10,22 @@ import click
 from keel.cli.output import emit_json, fmt, table
 from keel.core.errors import DataContractError
 
+_EARLY: list[Any] = []  # this command's temporary Prefect server, started by _start_server_early
+
+
+def _start_server_early() -> None:
+    """Start Prefect's temporary server first thing in a command that runs flows (unless a server is set: the
+    user's PREFECT_API_URL or this home's `keel server start`). Its start-up then runs beside this process's
+    imports and batch reading instead of after them, as Prefect would start it on the first flow run."""
+    from pathlib import Path
+
+    from keel.flows.local_server import start_temporary
+    from keel.flows.settings import configure_prefect
+
+    configure_prefect()  # PREFECT_HOME, keel's settings and a fresh home's migrated database, before the server
+    if not _EARLY and (server := start_temporary(Path(os.environ["PREFECT_HOME"]))) is not None:
+        _EARLY.append(server)
+
 
 def _run_flow(batch: str, config: str) -> dict[str, Any]:
     """Run the flow in this process. A local run needs no crash-detecting heartbeat: Prefect's heartbeat
@@ -23,10 +39,13 @@ def _run_flow(batch: str, config: str) -> dict[str, Any]:
 
     _quiet_prefect()
     api = PREFECT_API_URL.value()
-    _say_which_server(api)
-    require_api(api)
-    with map_exceptions(prefect_errors(PREFECT_API_URL.value(), f"the run of {batch}")), temporary_settings(
-            updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    if not api and _EARLY and (early := _EARLY[0].wait()) is not None:
+        updates[PREFECT_API_URL] = api = early  # the early server answers (None: Prefect starts its own)
+    else:
+        _say_which_server(api)
+        require_api(api)
+    with map_exceptions(prefect_errors(api, f"the run of {batch}")), temporary_settings(updates=updates):
         return run_pipeline(batch=batch, config=config)
 
 
@@ -71,6 +90,7 @@ def _say_which_server(api: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def run_cmd(batch: str, config: str, as_json: bool) -> None:
     """Run the pipeline on one CSV or Parquet BATCH."""
+    _start_server_early()
     from keel.core.pipeline.stages import preflight
     from keel.core.workspace import Workspace
 
@@ -113,6 +133,7 @@ MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 @click.option("--json", "as_json", is_flag=True, help="Print every run summary as JSON.")
 def demo_cmd(months: int, as_json: bool) -> None:
     """Run the pipeline over the 2013 New York flights, month by month."""
+    _start_server_early()
     from keel.core.config import Settings
     from keel.core.data.demo import DEMO_CONFIG, write_batches
 

@@ -8,6 +8,7 @@ stale and ignored. A user's own PREFECT_API_URL always wins.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -117,3 +118,73 @@ def stop(prefect_home: Path, timeout: float = 30.0) -> LocalServer | None:
         os.killpg(server.pid, signal.SIGKILL)
     record_path(prefect_home).unlink(missing_ok=True)
     return server
+
+
+# --- the temporary server, started early ------------------------------------------------------------------
+
+
+class TemporaryServer:
+    """Prefect's temporary server for one command, started as soon as the command knows it will run a flow, so
+    that the server's start-up (its own imports, the database check: several seconds, mostly on another core)
+    overlaps this process's imports and batch reading. The same server Prefect would start on first use
+    (`prefect.server.api.server.SubprocessASGIServer`: uvicorn over `create_app`, UI off, marked ephemeral), started
+    without importing Prefect's server package here, and stopped when the command exits."""
+
+    def __init__(self, prefect_home: Path) -> None:
+        self.prefect_home = prefect_home
+        self.proc: subprocess.Popen | None = None
+        self.url: str | None = None
+        self._ready: bool | None = None
+        self._launch()
+        atexit.register(self.stop)  # registered before Prefect's own handlers, so it runs after their flushes
+
+    def _launch(self) -> None:
+        import importlib.util
+
+        spec = importlib.util.find_spec("prefect")
+        app_dir = Path(next(iter(spec.submodule_search_locations or []))).parent if spec else Path(".")
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}/api"
+        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+        env.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "error", "--lifespan", "on"],
+            env=env, stdin=subprocess.DEVNULL)
+
+    def wait(self, timeout: float | None = None, attempts: int = 3) -> str | None:
+        """The server's API URL once it answers; None when it could not start (Prefect then starts its own)."""
+        if self._ready is None:
+            if timeout is None:
+                timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 90)
+            for attempt in range(attempts):  # a port taken meanwhile by another program: uvicorn exits, retry
+                assert self.proc is not None and self.url is not None
+                self._ready = wait_until_healthy(self.url, self.proc, timeout)
+                if self._ready or self.proc.poll() is None or attempt == attempts - 1:
+                    break
+                self._launch()
+            if not self._ready:
+                self.stop()
+        return self.url if self._ready else None
+
+    def stop(self) -> None:
+        proc, self.proc, self._ready = self.proc, None, False
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_temporary(prefect_home: Path) -> TemporaryServer | None:
+    """Start the temporary server now unless runs go elsewhere: PREFECT_API_URL (the user's server, or this home's
+    long-lived one, which configure_prefect put there) or ephemeral mode turned off."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    if os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    return TemporaryServer(prefect_home)

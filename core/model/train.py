@@ -42,11 +42,13 @@ def model_params(overrides: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def code_hash() -> str:
-    """Hash of the training code and LightGBM's version: a change retrains instead of reusing."""
-    import lightgbm
+    """Hash of the training code and LightGBM's version: a change retrains instead of reusing. The version comes
+    from the installed package's metadata (the same string as ``lightgbm.__version__``): a replay, which trains
+    nothing, need not import LightGBM to register its candidate again."""
+    from importlib.metadata import version
 
     src = Path(__file__).read_bytes()
-    return hashlib.sha256(src + lightgbm.__version__.encode()).hexdigest()
+    return hashlib.sha256(src + version("lightgbm").encode()).hexdigest()
 
 
 def category_codes(frame: pl.DataFrame, categorical: list[str]) -> dict[str, list[str]]:

@@ -74,3 +74,38 @@ def test_a_stale_record_is_ignored_and_replaced(tmp_path):
         assert started["started"] and json.loads(record.read_text())["pid"] == started["pid"]
     finally:
         _keel("server", "stop", home=home, cwd=tmp_path)
+
+
+def test_keel_run_without_a_server_starts_the_temporary_one_first_and_stops_it(tmp_path):
+    """With no server set, `keel run` starts Prefect's temporary server itself before its heavy imports (so that
+    the server's start-up overlaps them), runs the flow there without importing Prefect's server package, and
+    leaves no server behind."""
+    root = tmp_path / "p"
+    root.mkdir()
+    config, batch = world.write_config(root), world.make_batch(root)
+    probe = ("import atexit, sys\n"
+             "from keel.flows import local_server\n"
+             "started = []\n"
+             "init = local_server.TemporaryServer.__init__\n"
+             "def spy(self, home):\n"
+             "    init(self, home)\n"
+             "    started.append(self)\n"
+             "    print('HEAVY', sorted(m for m in ('polars', 'prefect', 'lightgbm') if m in sys.modules))\n"
+             "local_server.TemporaryServer.__init__ = spy\n"
+             "atexit.register(lambda: print('SERVER', 'prefect.server.api.server' in sys.modules,\n"
+             "                              [s.proc for s in started], [s.url for s in started]))\n"
+             "from keel.cli.main import main\n"
+             "sys.argv = ['keel', 'run', sys.argv[1], '--config', sys.argv[2]]\n"
+             "main()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "KEEL_"))}
+    env["KEEL_HOME"] = str(root / ".keel")
+    out = subprocess.run([sys.executable, "-c", probe, str(batch), str(config)], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "using this home's Prefect server" not in out.stderr
+    assert "HEAVY []" in out.stdout, "the server starts before polars, Prefect and LightGBM are imported"
+    line = next(x for x in out.stdout.splitlines() if x.startswith("SERVER "))
+    assert line.startswith("SERVER False [None] ['http://127.0.0.1:"), line  # stopped; Prefect's own never started
+    request = urllib.request.Request(line.split("'")[1].removesuffix("/api") + "/api/health")
+    with pytest.raises(OSError):
+        urllib.request.urlopen(request, timeout=2)
