@@ -23,19 +23,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-pytestmark = pytest.mark.slow  # keel run in subprocesses, on PostgreSQL or against a Prefect server
+from tests.reliability.test_kill_restart import CONFIG
 
-CONFIG = """\
-model = "flights-delay"
-target = "delayed"
-positive = 1
-id = "flight_id"
-timestamp = "time_hour"
-exclude = ["year", "month", "day", "dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "tailnum", "flight"]
-[retrain]
-every = 1
-cooldown = 0
-"""
+pytestmark = pytest.mark.slow  # keel run in subprocesses, on PostgreSQL or against a Prefect server
 
 
 def _project(folder: Path) -> Path:
