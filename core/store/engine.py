@@ -10,7 +10,7 @@ for another's lock (default 30).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -119,12 +119,13 @@ def table_names(engine: Engine) -> list[str]:
 __all__ = ["SQLModel", "dispose_engines", "get_engine", "insert_ignore", "session_scope"]
 
 
-def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
     """Insert many plain rows (already converted to driver types) in one transaction, skipping existing keys.
 
-    The fast path for predictions and metric points: the driver's own batch insert, no ORM per row.
+    The fast path for predictions and metric points: the driver's own batch insert, no ORM per row. `rows` may be
+    an iterator: both drivers take the rows as they go (sqlite3's executemany, psycopg2's pages of 5000).
     """
-    if not rows:
+    if isinstance(rows, Sequence) and not rows:
         return
     cols = ", ".join(columns)
     with map_exceptions(store_errors(str(engine.url))):  # the driver's own errors: SQLAlchemy is not in between
@@ -133,7 +134,7 @@ def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str], rows:
             cur = raw.cursor()
             if engine.dialect.name == "sqlite":
                 marks = ", ".join("?" for _ in columns)
-                cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", rows)
+                cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", rows)  # type: ignore[arg-type]  # sqlite3 takes any iterable
             else:
                 from psycopg2.extras import execute_values
 
