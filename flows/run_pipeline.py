@@ -23,7 +23,7 @@ from prefect.exceptions import Pause
 
 from keel.core.config import ContractConfig, DriftConfig
 from keel.core.data.features import Columns
-from keel.core.errors import KeelError
+from keel.core.errors import KeelError, mask_secrets
 from keel.core.pipeline import run as book
 from keel.core.pipeline import stages as core
 from keel.core.store import records
@@ -122,7 +122,7 @@ class Stages:
                 result = fn(*args)
         except BaseException as exc:
             records.record_stage(self.ws, self.run_id, name, "failed", False, self._ms(start),
-                                 {"error": str(exc)[:2000] or type(exc).__name__})
+                                 {"error": mask_secrets(str(exc))[:2000] or type(exc).__name__})
             raise
         records.record_stage(self.ws, self.run_id, name, "completed", cached, self._ms(start),
                              detail(result) if detail else None)
