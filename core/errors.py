@@ -167,7 +167,10 @@ def reason(exc: BaseException) -> str:
 def mask_url(url: str) -> str:
     """``url`` with its password, if any, replaced by ``***``: safe to print and log."""
     scheme, sep, rest = url.partition("://")
-    if not sep or rest.startswith("/") or "@" not in rest:  # a local file (sqlite:////path) has no user part
+    if not sep:  # not a URL keel can parse (a missing scheme): still no password in "user:password@host"
+        head, at, host = url.rpartition("@")
+        return f"{head.split(':', 1)[0]}:***@{host}" if at and ":" in head and "/" not in head else url
+    if rest.startswith("/") or "@" not in rest:  # a local file (sqlite:////path) has no user part
         return url
     userinfo, host = rest.rsplit("@", 1)
     if ":" not in userinfo:
@@ -193,7 +196,7 @@ STORE_FAILURES = (
 # this keel does not know (a newer store) and a folder that cannot be made.
 STORE_OPEN_FAILURES = (
     *STORE_FAILURES, "sqlalchemy.exc.ArgumentError", "sqlalchemy.exc.DatabaseError", "alembic.util.exc.CommandError",
-    "builtins.OSError",
+    "builtins.OSError", "builtins.ValueError",  # a URL whose port is not a number
 )
 _LOCKED = ("database is locked", "database table is locked", "lock not available", "could not obtain lock")
 _RACED = ("deadlock detected", "could not serialize access")

@@ -85,6 +85,8 @@ def test_a_library_that_is_not_imported_is_not_imported_to_check():
     ("postgresql://keel@db/keel", "postgresql://keel@db/keel"),
     ("sqlite:////home/ops@corp/.keel/keel.db", "sqlite:////home/ops@corp/.keel/keel.db"),
     ("sqlite:///.keel/keel.db?timeout=5", "sqlite:///.keel/keel.db?timeout=5"),
+    ("keel:s3cret@db/keel", "keel:***@db/keel"),  # no scheme: not a URL SQLAlchemy parses, still masked
+    ("/srv/ops@corp/keel.db", "/srv/ops@corp/keel.db"),
 ])
 def test_store_urls_are_shown_with_the_password_masked(url, shown):
     assert mask_url(url) == shown
