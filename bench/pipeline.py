@@ -253,6 +253,7 @@ def bare_worker(args: argparse.Namespace) -> None:
     from keel.core.drift.detect import detect_drift, label_drift, score_drift
     from keel.core.model.evaluate import classification_metrics, compare_models, confusion_drift
     from keel.core.model.train import DEFAULT_PARAMS
+    from keel.core.pipeline.holdout import split
 
     t = phase("imports", t)
     plan = json.loads(Path(args.plan).read_text())
@@ -325,10 +326,7 @@ def bare_worker(args: argparse.Namespace) -> None:
         step = plan[i]
         if step["retrain"]:
             parts = [labelled[m] for m in step["window"]]
-            newest = parts[-1]
-            is_holdout = np.random.default_rng(cfg.retrain.seed).random(newest.height) < cfg.retrain.holdout_share
-            holdout = newest.filter(pl.Series(is_holdout))
-            train = pl.concat([*parts[:-1], newest.filter(pl.Series(~is_holdout))], how="diagonal_relaxed")
+            train, holdout = split(parts, cfg.holdout, cfg.retrain.holdout_share, cfg.retrain.seed, cfg.timestamp)
             spec = feature_spec(cfg, train)
             t = phase("training sets", t)
             candidate = fit(train, spec)

@@ -44,6 +44,10 @@ def _quiet_prefect() -> None:
     logging.getLogger("prefect").setLevel(logging.CRITICAL)  # loggers made later inherit it
     for service in ("EventsWorker", "APILogWorker"):  # Prefect's queue services log under their class names
         logging.getLogger(service).setLevel(logging.CRITICAL)
+    # Prefect's concurrency services (the events worker that loses task-run events while the API is away and the
+    # client retries) log through prefect._internal, whose level comes from PREFECT_LOGGING_INTERNAL_LEVEL, not
+    # from the logger: silence its handlers instead
+    logging.getLogger("prefect._internal").handlers = [logging.NullHandler()]
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if name.startswith("prefect") and isinstance(logger, logging.Logger):
             logger.setLevel(logging.CRITICAL)

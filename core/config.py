@@ -28,6 +28,17 @@ class Settings(BaseSettings):
                                       "(s3://bucket/prefix); default HOME/artifacts")
     artifacts_options: str | None = Field(default=None, description="JSON object of fsspec storage options for a "
                                           "remote artifacts_url (endpoint, region; never credentials)")
+    store_retries: int = Field(default=6, ge=0, description="times a unit of store work is tried again, with "
+                               "backoff (0.5 s doubling to 8 s, about 24 s in all), after a dropped connection or "
+                               "a locked store; 0 never tries again")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:  # a bad KEEL_ variable: one line naming it
+            err = exc.errors()[0]
+            name = f"KEEL_{str(err['loc'][0]).upper()}" if err["loc"] else "a KEEL_ setting"
+            raise ConfigError(f"bad value for {name}: {err['msg']}") from None
 
     @property
     def home_path(self) -> Path:
@@ -112,6 +123,15 @@ class ContractConfig(_Section):
     max_bad_share: float = Field(0.05, ge=0.0, le=1.0, description="bad-row share that quarantines the batch")
     ranges: dict[str, list[float]] = Field(default_factory=dict, description="declared [min, max] per numeric column; rows outside are quarantined")
     max_null_increase: float = Field(0.3, ge=0.0, le=1.0, description="rise of a column's null share over the reference's that rejects the batch")
+    categories: dict[str, list[str]] = Field(default_factory=dict, description="declared set of values per column; rows with another value are quarantined")
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for column, allowed in value.items():
+            if not allowed:
+                raise ValueError(f"the declared categories of '{column}' are empty: every row would be quarantined")
+        return value
 
     @field_validator("ranges")
     @classmethod
@@ -146,8 +166,8 @@ class MonitorConfig(_Section):
     metric: str = Field("roc_auc", description="the metric whose drop triggers retraining")
     max_drop: float = Field(0.02, ge=0.0, description="drop from the training-time value that triggers retraining; also the alert threshold of every metric (a rise for log_loss and brier)")
     estimate: bool = Field(True, description="estimate accuracy, precision, recall, F1 and ROC AUC before labels come (CBPE on calibrated probabilities)")
-    calibration: Literal["isotonic", "platt"] = Field("isotonic", description="how the estimate maps the production model's scores to probabilities")
-    calibrate_on: Literal["recent", "holdout"] = Field("recent", description="'recent': the newest labelled batches the production model scored before this one (out of time, as production sees them), its training holdout until there are any; 'holdout': always the training holdout, which shares days with the training rows and flatters the model")
+    calibration: Literal["auto", "isotonic", "platt"] = Field("auto", description="how the estimate maps the production model's scores to probabilities: isotonic regression, Platt scaling, or 'auto', whichever of the two predicts held-out calibration rows better (5-fold cross-validated log loss)")
+    calibrate_on: Literal["recent", "holdout"] = Field("recent", description="'recent': the newest labelled batches the production model scored before this one (out of time, as production sees them), its training holdout until there are any; 'holdout': always the training holdout (out of time under [retrain] holdout = 'time'; under 'random' it shares days with the training rows and flatters the model)")
     calibration_batches: int = Field(3, ge=1, description="how many of those recent batches the estimate calibrates on")
     prior_shift: Literal["none", "em"] = Field("none", description="'em' re-weights the calibrated probabilities to the batch's class prior estimated by EM (Saerens et al. 2002) before estimating; right under pure label shift, but on the demo it doubled the accuracy error (7.7 against 4.1 points), so off by default")
 
@@ -162,6 +182,7 @@ class RetrainConfig(_Section):
     on_drop: bool = True
     cooldown: int = Field(1, ge=0, description="batches to wait after a training before the next one")
     holdout_share: float = Field(0.3, gt=0.0, lt=1.0, description="share of the newest batch held out for evaluation")
+    holdout: Literal["time", "random"] | None = Field(None, description="how the holdout is drawn from the newest batch: 'time' (the default when `timestamp` is set): its last days, about holdout_share of its rows, the candidate trained only on earlier days (no UTC day in both); 'random' (the default without a timestamp): rows at random, training on the rest of the same days")
     seed: int = 42
     params: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters over keel's defaults")
     num_boost_round: int = Field(200, ge=1)
@@ -223,7 +244,11 @@ class AlertsConfig(_Section):
     """[alerts]: alert rules and delivery."""
 
     urls: list[str] = Field(default_factory=list, description="Apprise URLs")
-    on_drift: bool = Field(True, description="alert when features or predictions drift")
+    on_drift: bool = Field(True, description="alert when the drift of the features the production model relies on reaches drift_threshold (importance-weighted drift)")
+    drift_threshold: float = Field(0.5, gt=0.0, allow_inf_nan=False, description="importance-weighted drift that fires the drift alert: the sum over drifted features of their share of the model's importance (gain) times their effect size (Wasserstein distance / reference std, or PSI)")
+    on_prediction_drift: bool = Field(True, description="alert when the production model's scores drift from those on its reference (the [drift] test) by at least prediction_effect")
+    prediction_effect: float = Field(0.25, gt=0.0, allow_inf_nan=False, description="effect size (Wasserstein distance / reference std of the scores) a prediction drift needs to fire")
+    on_feature_drift: bool = Field(False, description="alert whenever any feature drifts, however little the model uses it (noisy: on seasonal data it fires on every batch)")
     on_drop: bool = Field(True, description="alert when the realised [monitor] metric falls more than max_drop below training")
     on_estimated_drop: bool = Field(True, description="alert when the label-free estimate of the [monitor] metric falls more than max_drop below training")
     on_failure: bool = Field(True, description="alert when a pipeline run fails")
@@ -265,6 +290,17 @@ class ProjectConfig(_Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
 
+    @model_validator(mode="after")
+    def _holdout_needs_time(self) -> ProjectConfig:
+        if self.retrain.holdout == "time" and not self.timestamp:
+            raise ValueError("[retrain] holdout = 'time' needs 'timestamp' (the event-time column) to be set")
+        return self
+
+    @property
+    def holdout(self) -> Literal["time", "random"]:
+        """The holdout scheme in force: [retrain] holdout, else 'time' with a timestamp and 'random' without."""
+        return self.retrain.holdout or ("time" if self.timestamp else "random")
+
     @field_validator("model")
     @classmethod
     def _model_name(cls, value: str) -> str:
@@ -300,6 +336,8 @@ def parse_config(data: dict[str, Any], source: str = "keel.toml") -> ProjectConf
             raise ConfigError(f"{source}: unknown key '{key}'") from None
         if err["type"] == "missing":
             raise ConfigError(f"{source}: required key '{key}' is missing") from None
+        if not err["loc"]:  # a rule across keys names them itself
+            raise ConfigError(f"{source}: {err['msg'].removeprefix('Value error, ')}") from None
         raise ConfigError(f"{source}: bad value for '{key}': {err['msg']}") from None
 
 

@@ -79,9 +79,14 @@ class NotFound(UsageError):
 
 
 class StoreError(KeelError):
-    """Raised when the store cannot be opened or written."""
+    """Raised when the store cannot be opened or written. ``transient`` when trying again can work (the store
+    locked by another writer, the connection dropped, the server unreachable), until the retries are spent."""
 
     title = "Store error"
+
+    def __init__(self, message: str, title: str | None = None, *, transient: bool = False) -> None:
+        super().__init__(message, title)
+        self.transient = transient
 
 
 class ArtifactError(StoreError):
@@ -214,13 +219,13 @@ def store_errors(url: str, *, opening: bool = False) -> dict[str, Translate]:
         why = reason(exc)
         low = why.lower()
         if any(s in low for s in _LOCKED):
-            return StoreError(f"{where} is locked by another writer ({why})")
+            return StoreError(f"{where} is locked by another writer ({why})", transient=True)
         if any(s in low for s in _RACED):  # a lost race on PostgreSQL: trying again can work
             return Conflict(f"another change raced this one in {where} ({why}); look again and retry")
         if getattr(exc, "connection_invalidated", False) or any(s in low for s in _DROPPED):
-            return StoreError(f"the connection to {where} was dropped ({why})")
+            return StoreError(f"the connection to {where} was dropped ({why})", transient=True)
         if any(s in low for s in _UNREACHABLE):
-            return StoreError(f"cannot connect to {where} ({why})")
+            return StoreError(f"cannot connect to {where} ({why})", transient=True)
         return StoreError(f"cannot {'open' if opening else 'use'} {where} ({why})")
 
     return dict.fromkeys(STORE_OPEN_FAILURES if opening else STORE_FAILURES, translate)
@@ -251,9 +256,26 @@ def artifact_errors(root: object, *, writing: bool) -> dict[str, Translate]:
     return {"builtins.OSError": translate, "botocore.exceptions.BotoCoreError": unreachable}
 
 
-def lightgbm_errors(stage: str) -> dict[str, Translate]:
-    """LightGBM's errors as one line naming the stage that called it (training, loading a model)."""
-    return {"lightgbm.basic.LightGBMError": lambda exc: ModelError(f"LightGBM failed while {stage}: {reason(exc)}")}
+_NO_MEMORY = ("std::bad_alloc", "bad allocation", "out of memory", "cannot allocate memory")
+
+
+def lightgbm_errors(stage: str, step: str | None = None) -> dict[str, Translate]:
+    """LightGBM's errors as one line naming what it was doing (training, loading a model). Running out of memory
+    is said as such, first naming the pipeline ``step`` when given ("train: out of memory while training ..."):
+    LightGBM reports a refused allocation as LightGBMError('std::bad_alloc'), numpy and Python as MemoryError."""
+    where = f"{step}: " if step else ""
+
+    def out_of_memory(exc: BaseException) -> KeelError:
+        why = reason(exc) if str(exc) else "no memory left for the process"
+        return ModelError(f"{where}out of memory while {stage} ({why}); give the process more memory or train on "
+                          "fewer rows", title="Out of memory")
+
+    def failed(exc: BaseException) -> KeelError:
+        if any(s in reason(exc).lower() for s in _NO_MEMORY):
+            return out_of_memory(exc)
+        return ModelError(f"LightGBM failed while {stage}: {reason(exc)}")
+
+    return {"lightgbm.basic.LightGBMError": failed, "builtins.MemoryError": out_of_memory}
 
 
 def prefect_errors(api: str | None, what: str) -> dict[str, Translate]:

@@ -19,6 +19,7 @@ from sqlmodel import select
 
 from keel.core.registry import transactions as registry
 from keel.core.store import records
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import Review
 from keel.core.workspace import Workspace
 from keel.flows.locks import deployed
@@ -33,6 +34,7 @@ class ReviewAnswer(RunInput):
     review_id: int | None = None
 
 
+@unit_of_work
 def _review_id(ws: Workspace, version: int) -> int | None:
     with ws.session() as session:
         mv = registry.get_version(session, ws.cfg.model, version)
@@ -40,6 +42,7 @@ def _review_id(ws: Workspace, version: int) -> int | None:
         return review.id if review else None
 
 
+@unit_of_work
 def _state(ws: Workspace, version: int) -> tuple[str, str]:
     with ws.session() as session:
         mv = registry.get_version(session, ws.cfg.model, version)

@@ -1,4 +1,4 @@
-"""run_pipeline: one batch through ingest, validate, score, drift, monitor, decide, train, evaluate, gate.
+"""run_pipeline: one batch through ingest, validate, score, drift, monitor, decide, train, evaluate, register, gate.
 
 The flow body is the list of stages. Tasks take content hashes, model references and the settings they
 read, and are cached on those, their source and keel's code (keel.flows.caching), so a rerun of the same
@@ -24,6 +24,7 @@ from prefect.exceptions import Pause
 from keel.core.config import ContractConfig, DriftConfig
 from keel.core.data.features import Columns
 from keel.core.errors import KeelError, mask_secrets
+from keel.core.faults import crash_point
 from keel.core.pipeline import run as book
 from keel.core.pipeline import stages as core
 from keel.core.store import records
@@ -113,6 +114,7 @@ class Stages:
                  detail: Callable[[Any], Any] | None = None) -> Any:
         start = time.perf_counter()
         cached = False
+        crash_point(f"{name}:start")
         try:
             if isinstance(fn, Task):
                 state = with_result_storage(fn, self.ws.settings)(*args, return_state=True)
@@ -124,6 +126,7 @@ class Stages:
             records.record_stage(self.ws, self.run_id, name, "failed", False, self._ms(start),
                                  {"error": mask_secrets(str(exc))[:2000] or type(exc).__name__})
             raise
+        crash_point(f"{name}:done")  # the stage's work is done, its row not yet written
         records.record_stage(self.ws, self.run_id, name, "completed", cached, self._ms(start),
                              detail(result) if detail else None)
         return result
@@ -172,11 +175,13 @@ def _stages(ws: Workspace, wsref: str, run: book.RunSummary) -> dict[str, Any]:
     plan = book.plan_run(ws, run.run_id, ds["id"])  # fresh, restarted or replay: decided once
     writes = book.writes_for(ws, run.run_id, plan)  # a replay's writes write nothing
     production = plan.production
+    crash_point("plan:made")
 
-    contract = core.contract_for(core.load_dataset(ws, ds["id"]), production, cfg, cfg.contract.ranges)
+    contract = core.contract_for(core.load_dataset(ws, ds["id"]), production, cfg, cfg.contract)
     checked = stage("validate", validate, wsref, ds["id"], contract, cfg.contract.model_dump(),
                     detail=lambda r: {k: v for k, v in r.items() if k != "bad"})
     writes.quarantine(ds["id"], checked, cfg.id)
+    crash_point("quarantine:written")
     bad = sorted({i for i, _ in checked["bad"]})
     run.quarantined_rows = len(bad)
     if checked["batch_reason"]:
@@ -186,14 +191,18 @@ def _stages(ws: Workspace, wsref: str, run: book.RunSummary) -> dict[str, Any]:
     if production is not None:
         scores = stage("score", score, wsref, ds["id"], core.scorer(production), bad)
         writes.predictions(ds["id"], production, bad, scores, cfg.monitor.threshold)
+        crash_point("predictions:written")
         report = stage("drift", drift, wsref, production["train_dataset_id"], ds["id"], core.drift_ref(production), bad,
                        cfg.drift.model_dump(), scores,
                        detail=lambda r: {"detected": r["detected"], "drifted": r.get("drifted")})
         writes.drift(ds["id"], production["train_dataset_id"], cfg.drift.model_dump(), report)
+        crash_point("drift:written")
         run.drift = book.drift_summary(report)
         run.estimate = writes.estimate(ds["id"], production, scores)
+        crash_point("estimate:written")
         run.metrics = stage("monitor", monitor, wsref, ds["id"], production, scores, bad, cfg.monitor.threshold)
         writes.metrics(production, ds["id"], run.metrics)
+        crash_point("metrics:written")
     else:
         stage.skip(("score", "drift", "monitor"), "no production model yet")
 
@@ -216,7 +225,7 @@ def _decide_and_retrain(ws: Workspace, wsref: str, run: book.RunSummary, plan: b
                              n_drifted, run.metrics, detail=lambda r: {"retrain": r[0], "reasons": r[1]})
     run.retrain, run.retrain_reasons = retrain, why
     if not retrain:
-        stage.skip(("train", "evaluate", "gate"), why[-1])
+        stage.skip(("train", "evaluate", "register", "gate"), why[-1])
         run.decision, run.reasons = ("kept" if production else "none"), why
         return book.finish(ws, run, plan, writes, "completed")
 
@@ -227,12 +236,15 @@ def _decide_and_retrain(ws: Workspace, wsref: str, run: book.RunSummary, plan: b
                   detail=lambda r: {"sha256": r["sha256"]})
     evaluation = stage("evaluate", evaluate, wsref, sets["holdout"], model, production, cfg.monitor.threshold,
                        cfg.gate.alpha, cfg.gate.n_boot)
-    candidate = book.register_candidate(ws, run.run_id, sets, model, params, rounds, columns, evaluation, production)
+    # its own stage: storing the model file is the write a full or read-only artifact store fails
+    candidate = stage("register", book.register_candidate, ws, run.run_id, sets, model, params, rounds, columns,
+                      evaluation, production, detail=lambda mv: {"version": mv.version, "sha256": mv.artifact_sha256})
     decision = stage("gate", core.gate, evaluation, bool(run.drift and run.drift["detected"]), cfg.gate,
                      detail=lambda r: r)
     run.model_version, run.evaluation, run.candidate_metrics = (candidate.version, evaluation.get("comparison"),
                                                                 evaluation["candidate"])
     writes.decision(candidate, decision, evaluation)
+    crash_point("decision:applied")
     if decision["outcome"] == "review" and cfg.review.wait and not plan.replay:  # the decision taken in keel
         from keel.flows.review_wait import wait_for_review
 

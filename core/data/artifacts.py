@@ -22,6 +22,7 @@ from typing import Any
 from keel.core.config import is_remote
 from keel.core.data.batches import sha256_file
 from keel.core.errors import ChecksumMismatch, ConfigError, artifact_errors, map_exceptions, mask_url
+from keel.core.faults import crash_point
 
 Location = Path | str
 """Where an artifact is: its local path, or its URL on a remote store."""
@@ -67,6 +68,7 @@ class Artifacts:
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
             try:
                 fill(fd, tmp)
+                crash_point("artifact:written")  # whole, but not yet under its name
                 os.replace(tmp, dest)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)

@@ -123,6 +123,26 @@ def read_batch(path: str | Path, name: object = None) -> pl.DataFrame:
     return frame
 
 
+def short_rows(data: bytes, frame: pl.DataFrame) -> list[tuple[int, str]]:
+    """The rows of a CSV batch that have fewer fields than its header (a line cut short, a blank line), as
+    (row, reason): the reader fills them with nulls, which would pass for missing values.
+
+    Free for a batch without such rows: a short row always leaves the last column null, so the lines are
+    counted only when that column has nulls."""
+    if not frame.width or frame[frame.columns[-1]].null_count() == 0:
+        return []
+    import csv
+
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    width = len(next(reader, []))
+    bad, count = [], 0
+    for count, record in enumerate(reader, start=1):
+        if len(record) < width:
+            what = "a blank line" if not record else f"{len(record)} of {width} fields"
+            bad.append((count - 1, f"short line: {what}"))
+    return bad if count == frame.height else []  # the two readers disagree on the records: no row can be named
+
+
 MAX_CELL_BYTES = 1 << 20
 """A text cell longer than this (1 MiB) means a broken file (a runaway quote, lost line ends), not data."""
 _HEAD = 1 << 16
@@ -197,23 +217,32 @@ def time_span(frame: pl.DataFrame, column: str | None) -> tuple[Any, Any]:
     polars cannot read as a time gives no span rather than an error: the span dates the batch's
     metrics, it is not a contract.
     """
-    if not column or column not in frame.columns:
+    values = utc_times(frame, column)
+    if values is None:
         return None, None
+    start, end = values.min(), values.max()
+    return (start.replace(tzinfo=UTC) if isinstance(start, datetime) else None,
+            end.replace(tzinfo=UTC) if isinstance(end, datetime) else None)
+
+
+def utc_times(frame: pl.DataFrame, column: str | None) -> pl.Series | None:
+    """``column`` as naive UTC datetimes (strings parsed, zones converted, times without a zone taken as UTC),
+    or None when it is absent or not a time."""
+    if not column or column not in frame.columns:
+        return None
     values = frame.get_column(column)
     if values.dtype == pl.String:
         try:
             values = values.str.to_datetime(strict=False, time_unit="us")
         except (pl.exceptions.PolarsError, ValueError):
-            return None, None
+            return None
     if values.dtype == pl.Date:
         values = values.cast(pl.Datetime("us"))
     if not isinstance(values.dtype, pl.Datetime):
-        return None, None
+        return None
     if values.dtype.time_zone is not None:
         values = values.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-    start, end = values.min(), values.max()
-    return (start.replace(tzinfo=UTC) if isinstance(start, datetime) else None,
-            end.replace(tzinfo=UTC) if isinstance(end, datetime) else None)
+    return values
 
 
 def frame_bytes(frame: pl.DataFrame) -> bytes:

@@ -17,7 +17,7 @@ from keel.core.data.features import FeatureSpec, label_strings
 
 @dataclass
 class Contract:
-    """What a batch must look like: columns and kinds, label values, declared ranges."""
+    """What a batch must look like: columns and kinds, label values, declared ranges and category sets."""
 
     columns: dict[str, str]
     target: str
@@ -25,6 +25,7 @@ class Contract:
     ranges: dict[str, list[float]] = field(default_factory=dict)
     id: str | None = None
     null_shares: dict[str, float] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,14 +70,15 @@ def _mismatch(col: str, expected: str, values: pl.Series) -> str:
     return f"column '{col}' is {actual} ({values.dtype}), the contract says {expected}"
 
 
-def learn_contract(frame: pl.DataFrame, spec: FeatureSpec, ranges: Mapping[str, list[float]] | None = None) -> Contract:
+def learn_contract(frame: pl.DataFrame, spec: FeatureSpec, ranges: Mapping[str, list[float]] | None = None,
+                   categories: Mapping[str, list[str]] | None = None) -> Contract:
     """The contract of a model's training data: its columns and kinds, label values and null shares, with the
-    declared `ranges` of keel.toml's [contract]."""
+    declared `ranges` and `categories` of keel.toml's [contract]."""
     cols = [c for c in (*spec.features, spec.target) if c in frame.columns]
     labels = label_strings(frame[spec.target])
     nulls = {c: frame[c].null_count() / frame.height for c in spec.features} if frame.height else {}
     return Contract({c: _kind(frame.schema[c]) for c in cols}, spec.target, labels, dict(ranges or {}),
-                    spec.id, nulls)
+                    spec.id, nulls, dict(categories or {}))
 
 
 @dataclass
@@ -107,11 +109,13 @@ def _compatible(expected: str, actual: str) -> bool:
     return expected == actual or "null" in (expected, actual) or (expected == "string" and actual in ("numeric", "boolean"))
 
 
-def validate(frame: pl.DataFrame, contract: Contract, rules: ContractConfig) -> Validation:
+def validate(frame: pl.DataFrame, contract: Contract, rules: ContractConfig,
+             unreadable: list[tuple[int, str]] | None = None) -> Validation:
     """Check a batch against the contract; row problems are listed, structural ones reject the batch.
 
     `rules` are keel.toml's [contract] limits (max_bad_share, max_null_increase); the declared ranges
-    travel in the contract."""
+    travel in the contract. `unreadable` are rows the file itself got wrong (a CSV line cut short), bad rows
+    like the others."""
     rows = frame.height
     if rows == 0:
         return Validation(rows, [], "the batch has no rows")
@@ -133,6 +137,11 @@ def validate(frame: pl.DataFrame, contract: Contract, rules: ContractConfig) -> 
     for col, (lo, hi) in contract.ranges.items():
         if col in frame.columns and frame.schema[col].is_numeric():
             checks.append((f"{col} outside [{lo:g}, {hi:g}]", (pl.col(col) < lo) | (pl.col(col) > hi)))
+    for col, allowed in contract.categories.items():
+        if col in frame.columns:
+            shown = ", ".join(allowed[:5]) + (", ..." if len(allowed) > 5 else "")
+            checks.append((f"{col} not in the declared categories ({shown})",
+                           pl.col(col).is_not_null() & ~pl.col(col).cast(pl.String).is_in(allowed)))
     for col, kind in contract.columns.items():
         if kind == "numeric" and col in frame.columns and frame.schema[col].is_float():
             checks.append((f"{col} is not finite", pl.col(col).is_infinite() | pl.col(col).is_nan()))
@@ -143,7 +152,7 @@ def validate(frame: pl.DataFrame, contract: Contract, rules: ContractConfig) -> 
     if contract.id and contract.id in frame.columns:
         checks.append((f"{contract.id} is null", pl.col(contract.id).is_null()))
         checks.append((f"{contract.id} is duplicated", pl.col(contract.id).is_duplicated()))
-    bad: list[tuple[int, str]] = []
+    bad: list[tuple[int, str]] = list(unreadable or [])
     if checks:
         flags = frame.select([expr.fill_null(False).alias(f"c{i}") for i, (_, expr) in enumerate(checks)])
         for i, (reason, _) in enumerate(checks):

@@ -11,9 +11,11 @@ from keel.core.errors import DataContractError, NotFound, UsageError, mask_secre
 from keel.core.pipeline import stages as pipeline
 from keel.core.registry import transactions as registry
 from keel.core.store import records
+from keel.core.store.engine import unit_of_work
 from keel.core.workspace import Workspace
 
 
+@unit_of_work
 def score_batch(ws: Workspace, path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """Score BATCH with production (artifact verified); store the predictions, and write them to ``out``."""
     if out is not None and Path(out).suffix.lower() not in (".parquet", ".csv"):
@@ -28,7 +30,7 @@ def score_batch(ws: Workspace, path: str | Path, out: str | Path | None = None) 
     run_id = records.start_run(ws, str(path), None, flow="score")
     records.update_run(ws, run_id, batch_id=ds["id"], production_before=ref["id"])
     try:
-        contract = pipeline.contract_for(pipeline.load_dataset(ws, ds["id"]), ref, ws.cfg, ws.cfg.contract.ranges)
+        contract = pipeline.contract_for(pipeline.load_dataset(ws, ds["id"]), ref, ws.cfg, ws.cfg.contract)
         checked = pipeline.validate_batch(ws, ds["id"], contract, ws.cfg.contract)
         if checked["batch_reason"]:
             records.finish_run(ws, run_id, "quarantined", reasons=[checked["batch_reason"]])

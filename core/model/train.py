@@ -116,23 +116,20 @@ def _native_stderr_to_log() -> Iterator[None]:
 
 
 def train_model(frame: pl.DataFrame, spec: FeatureSpec, params: dict[str, Any], num_boost_round: int) -> TrainedModel:
-    """Fit LightGBM on the labelled rows of ``frame``; deterministic for the same inputs."""
-    lgb = _lightgbm()
+    """Fit LightGBM on the labelled rows of ``frame``; deterministic for the same inputs. The fit runs in a child
+    process (keel.core.model.fit): a training job out of memory fails this call with a ModelError, not keel."""
+    from keel.core.model.fit import fit
 
-    y = label_array(frame, spec)
-    keep = ~np.isnan(y)
-    frame = frame.filter(pl.Series(keep))
-    y = y[keep]
-    categories = category_codes(frame, spec.categorical)
-    X = design_matrix(frame, spec, categories)
+    with map_exceptions(lightgbm_errors("training", step="train")):  # numpy's MemoryError too
+        y = label_array(frame, spec)
+        keep = ~np.isnan(y)
+        frame = frame.filter(pl.Series(keep))
+        y = y[keep]
+        categories = category_codes(frame, spec.categorical)
+        X = design_matrix(frame, spec, categories)
     cat_idx = [spec.features.index(c) for c in spec.categorical]
-    with map_exceptions(lightgbm_errors("training")), _native_stderr_to_log():
-        data = lgb.Dataset(X, label=y, feature_name=spec.features, categorical_feature=cat_idx, free_raw_data=True,
-                           params={"verbosity": -1})
-        booster = lgb.train(params, data, num_boost_round=num_boost_round)
-        text = booster.model_to_string()
-        gains = booster.feature_importance(importance_type="gain")
-    total = float(gains.sum()) or 1.0
+    text, gains = fit(X, y, spec.features, cat_idx, params, num_boost_round)
+    total = float(sum(gains)) or 1.0
     importance = {f: float(g) / total for f, g in zip(spec.features, gains, strict=True)}
     return TrainedModel(text, hashlib.sha256(text.encode()).hexdigest(), spec.features, spec.categorical,
                         categories, importance, params, num_boost_round)

@@ -18,18 +18,21 @@ from sqlmodel import Session, col, func, select
 
 from keel.core.config import AlertsConfig
 from keel.core.errors import NotFound, mask_secrets
-from keel.core.store.engine import insert_ignore, session_scope
+from keel.core.faults import crash_point
+from keel.core.store.engine import insert_ignore, session_scope, unit_of_work
 from keel.core.store.models import Alert, AlertCheck, utcnow
 from keel.core.store.queries import alert_row
 from keel.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-RULES = ("drift", "drop", "estimated_drop", "failure", "quarantine")
-SEVERITY = {"drift": "warning", "drop": "critical", "estimated_drop": "warning", "failure": "critical",
-            "quarantine": "warning"}
-TITLES = {"drift": "drift", "drop": "performance drop", "estimated_drop": "estimated performance drop",
-          "failure": "pipeline failure", "quarantine": "batch quarantined"}
+RULES = ("drift", "prediction_drift", "feature_drift", "drop", "estimated_drop", "failure", "quarantine")
+SEVERITY = {"drift": "warning", "prediction_drift": "warning", "feature_drift": "info", "drop": "critical",
+            "estimated_drop": "warning", "failure": "critical", "quarantine": "warning"}
+TITLES = {"drift": "drift of the features the model relies on", "prediction_drift": "prediction drift",
+          "feature_drift": "feature drift", "drop": "performance drop",
+          "estimated_drop": "estimated performance drop", "failure": "pipeline failure",
+          "quarantine": "batch quarantined"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class Check:
     breached: bool
     message: str
     value: float | None = None
+
+
+ALREADY_FIRED = "already fired for this run"
 
 
 def enabled(cfg: AlertsConfig, rule: str) -> bool:
@@ -60,7 +66,7 @@ def _decide(session: Session, cfg: AlertsConfig, model: str, run_id: str, datase
         session.add(row)
         session.flush()
     if row.fired:
-        return row, "already fired for this run"
+        return row, ALREADY_FIRED
     if not row.breached:
         return row, "not breached"
     mine = (AlertCheck.rule == check.rule, AlertCheck.model_name == model)
@@ -81,6 +87,20 @@ def _decide(session: Session, cfg: AlertsConfig, model: str, run_id: str, datase
 def evaluate(ws: Workspace, run_id: str, dataset_id: str | None, checks: list[Check],
              context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Record every enabled rule's check on this run; store, deliver and return the alerts that fire."""
+    fired = _record_checks(ws, run_id, dataset_id, checks, context)
+    crash_point("alerts:stored")
+    out = []
+    for alert in fired:  # delivery happens outside the transaction: no network inside a write lock
+        ok, error = deliver(ws.cfg.alerts.urls, _title(alert), _body(alert))
+        out.append(_record_delivery(ws, alert.id or 0, ok, error))  # its own unit: a retry never sends twice
+    return out
+
+
+@unit_of_work
+def _record_checks(ws: Workspace, run_id: str, dataset_id: str | None, checks: list[Check],
+                   context: dict[str, Any] | None) -> list[Alert]:
+    """Every enabled rule's check on this run, in one transaction; the alerts to send (new, or stored by a killed
+    run and never sent)."""
     cfg, model = ws.cfg.alerts, ws.cfg.model
     fired: list[Alert] = []
     with ws.session() as session:
@@ -88,10 +108,15 @@ def evaluate(ws: Workspace, run_id: str, dataset_id: str | None, checks: list[Ch
             if not enabled(cfg, check.rule):
                 continue
             row, why_not = _decide(session, cfg, model, run_id, dataset_id, check)
-            if why_not is not None:
-                continue
             key = (Alert.rule == check.rule, Alert.model_name == model,
                    Alert.dataset_id == dataset_id if dataset_id is not None else Alert.run_id == run_id)
+            if why_not == ALREADY_FIRED:  # by this run, or by the killed run it carries on: delivered yet?
+                stored = session.exec(select(Alert).where(*key)).first()
+                if stored is not None and not stored.delivered and stored.delivery_error is None:
+                    fired.append(stored)  # stored, then the run was killed before it was sent: send it now
+                continue
+            if why_not is not None:
+                continue
             if session.exec(select(Alert.id).where(*key)).first() is not None:
                 continue  # this rule already alerted on this batch: one page per problem
             alert = Alert(rule=check.rule, model_name=model, dataset_id=dataset_id, run_id=run_id,
@@ -102,16 +127,17 @@ def evaluate(ws: Workspace, run_id: str, dataset_id: str | None, checks: list[Ch
             session.add(row)
             session.flush()
             fired.append(alert)
-    out = []
-    for alert in fired:  # delivery happens outside the transaction: no network inside a write lock
-        ok, error = deliver(cfg.urls, _title(alert), _body(alert))
-        with ws.session() as session:
-            stored = session.get(Alert, alert.id)
-            assert stored is not None
-            stored.delivered, stored.delivery_error = ok, error
-            session.add(stored)
-            out.append({k: v.isoformat() if isinstance(v, datetime) else v for k, v in alert_row(stored).items()})
-    return out
+    return fired
+
+
+@unit_of_work
+def _record_delivery(ws: Workspace, alert_id: int, ok: bool, error: str | None) -> dict[str, Any]:
+    with ws.session() as session:
+        stored = session.get(Alert, alert_id)
+        assert stored is not None
+        stored.delivered, stored.delivery_error = ok, error
+        session.add(stored)
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in alert_row(stored).items()}
 
 
 def _title(alert: Alert) -> str:
@@ -155,6 +181,7 @@ def deliver(urls: list[str], title: str, body: str) -> tuple[bool, str | None]:
 # --- reading and acknowledging -------------------------------------------------------------------
 
 
+@unit_of_work
 def acknowledge(engine: Engine, alert_id: int, actor: str, reason: str | None = None) -> dict[str, Any]:
     """Acknowledge one alert, audited; acknowledging twice keeps the first and says so."""
     from keel.core.registry import audit

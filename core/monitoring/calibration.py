@@ -10,6 +10,7 @@ import numpy as np
 from sqlmodel import col, func, select
 
 from keel.core.memo import Memo
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import PipelineRun, Prediction
 from keel.core.workspace import Workspace
 
@@ -24,6 +25,7 @@ MIN_CALIBRATION_ROWS = 500  # fewer out-of-time labelled rows than this: the tra
 RECENT_LOOKBACK = 4  # runs looked at per calibration batch wanted (reruns and unlabelled batches skipped)
 
 
+@unit_of_work
 def recent_labelled(ws: Workspace, production: dict[str, Any], dataset_id: str, run_id: str) -> list[tuple[str, int]]:
     """(batch, labelled rows) of the newest batches the production model scored before this run, labels known.
 
@@ -63,6 +65,7 @@ def _fit(ws: Workspace, key: tuple[Any, ...], data: Callable[[], tuple[np.ndarra
     return _CALIBRATORS.get(key, fitted)
 
 
+@unit_of_work
 def calibrator_for(ws: Workspace, production: dict[str, Any], dataset_id: str,
                    run_id: str) -> tuple[Any, str, list[str]]:
     """The production model's calibration, where it was fitted ("recent" or "holdout"), and on which datasets.
@@ -71,30 +74,35 @@ def calibrator_for(ws: Workspace, production: dict[str, Any], dataset_id: str,
     newest labelled batches it scored (see :func:`recent_labelled`); until there are enough of them,
     and with "holdout", on its training holdout. Fitted once per process and input.
     """
-    from keel.core.data.features import label_array
     from keel.core.errors import DataError
-    from keel.core.pipeline import stages as pipeline
 
     base = (ws.settings.db_url, production["sha256"], ws.cfg.monitor.calibration)
     recent = recent_labelled(ws, production, dataset_id, run_id) if ws.cfg.monitor.calibrate_on == "recent" else []
     if sum(n for _, n in recent) >= MIN_CALIBRATION_ROWS:
         ids = [b for b, _ in recent]
-
-        def stored() -> tuple[np.ndarray, np.ndarray]:
-            with ws.session() as session:
-                rows = session.exec(select(Prediction.actual, Prediction.score).where(
-                    col(Prediction.dataset_id).in_(ids), Prediction.model_version_id == production["id"],
-                    col(Prediction.actual).is_not(None))).all()
-            return np.array([r[0] for r in rows], dtype=np.float64), np.array([r[1] for r in rows], dtype=np.float64)
-
         try:
-            return _fit(ws, (*base, tuple(recent)), stored), "recent", ids
+            return _fit(ws, (*base, tuple(recent)), lambda: calibration_rows(ws, production, "recent", ids)), \
+                "recent", ids
         except DataError as exc:  # one class only, say: the holdout serves
             log.info("calibration on recent batches failed (%s): using the training holdout", exc)
     holdout = production["holdout_dataset_id"]
+    return _fit(ws, (*base, holdout), lambda: calibration_rows(ws, production, "holdout", [holdout])), \
+        "holdout", [holdout]
 
-    def held_out() -> tuple[np.ndarray, np.ndarray]:
-        y = label_array(pipeline.load_dataset(ws, holdout), pipeline.spec_of(production))
-        return y, pipeline.score(ws, holdout, production, [])
 
-    return _fit(ws, (*base, holdout), held_out), "holdout", [holdout]
+def calibration_rows(ws: Workspace, production: dict[str, Any], source: str,
+                     ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) a calibration from ``source`` is fitted on: the production model's stored, labelled
+    predictions of the batches ``ids`` ("recent"), or its scores of its training holdout ("holdout")."""
+    from keel.core.data.features import label_array
+    from keel.core.pipeline import stages as pipeline
+
+    if source == "recent":
+        with ws.session() as session:
+            rows = session.exec(select(Prediction.actual, Prediction.score).where(
+                col(Prediction.dataset_id).in_(ids), Prediction.model_version_id == production["id"],
+                col(Prediction.actual).is_not(None))).all()
+        return np.array([r[0] for r in rows], dtype=np.float64), np.array([r[1] for r in rows], dtype=np.float64)
+    (holdout,) = ids
+    y = label_array(pipeline.load_dataset(ws, holdout), pipeline.spec_of(production))
+    return y, pipeline.score(ws, holdout, production, [])

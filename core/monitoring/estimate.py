@@ -7,6 +7,9 @@ recall, F1 and ROC AUC. It assumes P(y | score) is the same as on the holdout, i
 drift: a change in how often delays happen at a given score (a label shift the features do not
 explain) is invisible to it, and only realised metrics can show that.
 
+The calibration is isotonic regression, Platt scaling, or ("auto", the pipeline's default) whichever
+of the two has the lower cross-validated log loss on the calibration rows (:func:`choose_calibration`).
+
 ``prior_shift="em"`` first re-weights the calibrated probabilities to the batch's own class prior,
 estimated by EM without labels (Saerens, Latinne & Decaestecker, 2002). That is right under pure
 label shift (P(score | y) fixed, only P(y) moves). On the demo's months it made the estimate worse
@@ -59,7 +62,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    return np.exp(-np.logaddexp(0.0, -z))  # 1 / (1 + e^-z) without overflow
 
 
 def _check(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,11 +77,50 @@ def _check(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
-def fit_calibrator(y: np.ndarray, scores: np.ndarray, method: Literal["isotonic", "platt"] = "isotonic") -> Calibrator:
-    """Fit isotonic regression (pool-adjacent-violators) or Platt scaling of scores to labels."""
+CALIBRATIONS = ("auto", "isotonic", "platt")
+CV_FOLDS = 5
+
+
+def fit_calibrator(y: np.ndarray, scores: np.ndarray,
+                   method: Literal["auto", "isotonic", "platt"] = "isotonic") -> Calibrator:
+    """Fit isotonic regression (pool-adjacent-violators) or Platt scaling of scores to labels.
+
+    ``"auto"`` fits whichever of the two :func:`choose_calibration` finds better on these rows.
+    """
     y, s = _check(y, scores)
+    if method == "auto":
+        method = choose_calibration(y, s)
     if method == "platt":
         return _fit_platt(y, s)
+    return _fit_isotonic(y, s)
+
+
+def choose_calibration(y: np.ndarray, scores: np.ndarray, folds: int = CV_FOLDS) -> Literal["isotonic", "platt"]:
+    """The calibration ("isotonic" or "platt") with the lower log loss on held-out rows, by ``folds``-fold CV.
+
+    Isotonic regression can follow any monotone distortion of the scores but spends a step on every
+    wiggle of the sample; Platt scaling fits two numbers and cannot follow a distortion that is not
+    logistic. Which one carries over to unseen rows is an empirical question, asked of the
+    calibration rows alone (never the batch estimated). Folds are dealt round-robin in score order,
+    so the choice does not depend on the order the rows came in.
+    """
+    y, s = _check(y, scores)
+    order = np.lexsort((y, s))
+    fold = np.empty(s.size, dtype=np.int64)
+    fold[order] = np.arange(s.size) % folds
+    loss = {"isotonic": 0.0, "platt": 0.0}
+    for k in range(folds):
+        fit, held = fold != k, fold == k
+        if y[fit].min() == y[fit].max():
+            return "isotonic"  # too few positives to cross-validate: keep the assumption-free fit
+        y_fit, y_held = y[fit], y[held]
+        for name, fitter in (("isotonic", _fit_isotonic), ("platt", _fit_platt)):
+            p = np.clip(fitter(y_fit, s[fit])(s[held]), 1e-6, 1 - 1e-6)
+            loss[name] -= float(np.sum(y_held * np.log(p) + (1 - y_held) * np.log(1 - p)))
+    return "platt" if loss["platt"] < loss["isotonic"] else "isotonic"
+
+
+def _fit_isotonic(y: np.ndarray, s: np.ndarray) -> Calibrator:
     from scipy.optimize import isotonic_regression
 
     order = np.argsort(s, kind="stable")
@@ -102,17 +144,32 @@ def fit_calibrator(y: np.ndarray, scores: np.ndarray, method: Literal["isotonic"
 
 
 def _fit_platt(y: np.ndarray, s: np.ndarray) -> Calibrator:
-    """Logistic regression of y on logit(score), by Newton's method (Platt's smoothed targets)."""
+    """Logistic regression of y on logit(score), by Newton's method (Platt's smoothed targets).
+
+    Each Newton step is halved until the log loss falls: a full step from far away (scores pushed
+    towards 0 and 1, so logits of +-13) can overshoot and run off to infinity.
+    """
     n_pos, n_neg = y.sum(), y.size - y.sum()
     t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
     X = np.column_stack([_logit(s), np.ones_like(s)])
+
+    def loss(w: np.ndarray) -> float:
+        z = X @ w  # log(1 + e^z) - t z, computed without overflow
+        return float(np.sum(np.logaddexp(0.0, z) - t * z))
+
     w = np.array([1.0, 0.0])
+    current = loss(w)
     for _ in range(100):
         p = _sigmoid(X @ w)
         grad = X.T @ (p - t)
         hess = X.T @ (X * (p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        w -= step
+        for _ in range(50):
+            new = loss(w - step)
+            if new <= current:
+                break
+            step = step / 2
+        w, current = w - step, min(new, current)
         if np.abs(step).max() < 1e-10:
             break
     return Calibrator("platt", (float(w[0]), float(w[1])), (), int(y.size), int(n_pos))
@@ -216,7 +273,8 @@ def explain_miss(estimated: float | None, realised: float | None, expected_rate:
     CBPE assumes the calibration data's P(y | score) still holds; each reason names a way it did not:
     the batch's positive rate moved without the scores following (label shift the features do not
     carry), the model ranked worse than on its calibration data, or the calibration data was the
-    training holdout (it shares days with the training rows and flatters the model).
+    training holdout (from the model's own training month: under a random holdout it even shares days
+    with the training rows and flatters the model).
     """
     if estimated is None or realised is None or abs(estimated - realised) <= tolerance:
         return []

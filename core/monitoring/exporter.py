@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import Alert, MetricPoint, ModelVersion, utcnow
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 # --- Prometheus ----------------------------------------------------------------------------------
 
 
+@unit_of_work
 def latest_points(engine: Engine) -> list[dict[str, Any]]:
     """The newest point of every (model, scope, metric), with its model version."""
     with Session(engine) as session:
@@ -27,6 +29,7 @@ def latest_points(engine: Engine) -> list[dict[str, Any]]:
                  "value": p.value, "lower": p.lower, "upper": p.upper, "alert": p.alert, "at": p.at} for p in points]
 
 
+@unit_of_work
 def open_alert_counts(engine: Engine) -> list[tuple[str, str, str, int]]:
     with Session(engine) as session:
         return list(session.exec(select(Alert.model_name, Alert.rule, Alert.severity, func.count()).where(

@@ -8,17 +8,16 @@ from typing import Any
 import numpy as np
 from sqlmodel import select
 
-from keel.core.model.evaluate import HIGHER_IS_BETTER
-from keel.core.monitoring.alerts import Check, evaluate
+from keel.core.errors import KeelError
+from keel.core.monitoring.alerts import evaluate
 from keel.core.monitoring.calibration import calibrator_for
+from keel.core.monitoring.rules import checks
 from keel.core.monitoring.thresholds import flat_metrics, store_points, thresholds
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import ModelVersion, PipelineRun
 from keel.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
-
-
-
 
 
 def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], scores: np.ndarray,
@@ -38,6 +37,7 @@ def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], sc
     values = {**{k: est[k] for k in ESTIMATED}, "positive_rate": est["expected_positive_rate"]}
     flagged = store_points(ws, production["id"], dataset_id, "estimate", values, run_id, limits)
     return {**est, "method": "cbpe", "calibration": ws.cfg.monitor.calibration,
+            "calibration_method": calibrator.method,
             "prior_shift": ws.cfg.monitor.prior_shift, "calibration_source": source,
             "calibration_rows": calibrator.n, "calibrated_on": calibrated_on, "below_threshold": sorted(flagged)}
 
@@ -45,38 +45,7 @@ def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], sc
 # --- after every run: thresholds on realised metrics, then the alert rules -----------------------
 
 
-def _worse(name: str, value: float, base: float, max_drop: float) -> bool:
-    return value < base - max_drop if HIGHER_IS_BETTER.get(name, True) else value > base + max_drop
-
-
-def _checks(ws: Workspace, summary: dict[str, Any], baseline: dict[str, Any] | None) -> list[Check]:
-    status, batch = summary.get("status"), summary.get("batch") or "?"
-    name = str(batch).rsplit("/", 1)[-1]
-    checks = [Check("failure", status == "failed", f"run on {name} failed: {summary.get('error') or '-'}")]
-    if status == "failed":
-        return checks
-    reasons = summary.get("reasons") or ["-"]
-    checks.append(Check("quarantine", status == "quarantined", f"batch {name} quarantined: {reasons[0]}"))
-    drift = summary.get("drift")
-    if drift is not None:
-        drifted = list(drift.get("drifted") or [])
-        pred = bool((drift.get("prediction") or {}).get("drifted"))
-        what = ", ".join(drifted[:5]) + (f" (+{len(drifted) - 5})" if len(drifted) > 5 else "")
-        text = f"{len(drifted)} feature(s) drifted on {name}: {what}" if drifted else f"no feature drifted on {name}"
-        checks.append(Check("drift", bool(drifted) or pred, text + ("; prediction drift" if pred else ""),
-                            float(len(drifted))))
-    metric, max_drop = ws.cfg.monitor.metric, ws.cfg.monitor.max_drop
-    base = (baseline or {}).get(metric)
-    for rule, values, word in (("drop", summary.get("metrics"), "realised"),
-                               ("estimated_drop", summary.get("estimate"), "estimated")):
-        value = (values or {}).get(metric)
-        if isinstance(base, int | float) and isinstance(value, int | float):
-            checks.append(Check(rule, _worse(metric, value, base, max_drop),
-                                f"{word} {metric} {value:.3f} on {name}, {base:.3f} at training "
-                                f"(allowed change {max_drop:g})", float(value)))
-    return checks
-
-
+@unit_of_work
 def _version(ws: Workspace, version: int | None) -> ModelVersion | None:
     if version is None:
         return None
@@ -85,6 +54,7 @@ def _version(ws: Workspace, version: int | None) -> ModelVersion | None:
                                                        ModelVersion.version == version)).first()
 
 
+@unit_of_work
 def after_run(ws: Workspace, run_id: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Set thresholds and alert flags on the run's metric points, then evaluate the alert rules."""
     try:
@@ -93,12 +63,17 @@ def after_run(ws: Workspace, run_id: str, summary: dict[str, Any]) -> list[dict[
             dataset_id = summary.get("dataset_version") or (run.batch_id if run else None)
         production = _version(ws, summary.get("production_before"))
         baseline = production.train_metrics if production else None
+        importance = production.importance if production else None
         metrics = summary.get("metrics")
         if metrics and production is not None and production.id is not None and dataset_id:
             store_points(ws, production.id, dataset_id, "batch", flat_metrics(metrics), run_id,
                          thresholds(baseline, ws.cfg.monitor.max_drop))
         context = {"batch": summary.get("batch"), "production_version": summary.get("production_before")}
-        return evaluate(ws, run_id, dataset_id, _checks(ws, summary, baseline), context)
+        return evaluate(ws, run_id, dataset_id, checks(summary, baseline, importance, ws.cfg.monitor,
+                                                        ws.cfg.alerts), context)
+    except KeelError as exc:  # a store that stays unreachable: one line, the run's own error says the rest
+        log.warning("monitoring after run %s failed: %s", run_id, exc)
+        return []
     except Exception:  # alerting must never turn a finished run into a failed one
         log.exception("monitoring after run %s failed", run_id)
         return []

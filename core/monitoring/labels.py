@@ -19,12 +19,14 @@ from keel.core.data.batches import read_batch
 from keel.core.data.features import FeatureSpec, infer_positive, label_array
 from keel.core.errors import DataError, UsageError
 from keel.core.monitoring import alerts, thresholds
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import MetricPoint, ModelVersion, Prediction
 from keel.core.workspace import Workspace
 
 CHUNK = 5000
 
 
+@unit_of_work
 def _positive(ws: Workspace, labels: Any) -> str:
     """The positive class: keel.toml's, else the production model's, else inferred from the file."""
     if ws.cfg.positive is not None:
@@ -66,6 +68,7 @@ def read_labels(ws: Workspace, path: str | Path) -> tuple[dict[str, int], dict[s
     return labels, dict(skipped)
 
 
+@unit_of_work
 def attach_labels(ws: Workspace, path: str | Path) -> dict[str, Any]:
     """Attach the file's labels to stored predictions; measure every batch touched; check the drop rule."""
     labels, skipped = read_labels(ws, path)
@@ -99,6 +102,7 @@ def attach_labels(ws: Workspace, path: str | Path) -> dict[str, Any]:
             "batches": batches}
 
 
+@unit_of_work
 def _measure(ws: Workspace, dataset_id: str, model_version_id: int, run_id: str | None) -> dict[str, Any]:
     """Realised metrics of one model on one batch from its labelled predictions; stored, thresholds set."""
     from keel.core.model.evaluate import classification_metrics, confusion_drift

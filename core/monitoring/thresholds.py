@@ -10,6 +10,7 @@ from sqlmodel import col
 
 from keel.core.model.evaluate import HIGHER_IS_BETTER
 from keel.core.store import records
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import MetricPoint
 from keel.core.workspace import Workspace
 
@@ -53,6 +54,7 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@unit_of_work
 def store_points(ws: Workspace, model_version_id: int, dataset_id: str, scope: str, values: dict[str, Any],
                  run_id: str | None, limits: Thresholds) -> set[str]:
     """Insert or update the metric points of one model on one dataset, thresholds and alert flags set."""

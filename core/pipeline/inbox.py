@@ -16,6 +16,7 @@ from sqlmodel import col, select
 
 from keel.core.data.batches import FORMATS
 from keel.core.errors import DataError
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import PipelineRun
 from keel.core.workspace import Workspace
 
@@ -96,6 +97,7 @@ def list_inbox(url: str, timestamp: str | None) -> list[InboxBatch]:
     return sorted(batches, key=InboxBatch.order)
 
 
+@unit_of_work
 def known_batches(ws: Workspace) -> set[str]:
     """Content hashes of the batches this model's pipeline has finished (completed or quarantined)."""
     with ws.session() as session:

@@ -10,7 +10,7 @@ from sqlalchemy import case, update
 from sqlmodel import col, func, select
 
 from keel.core.errors import ChecksumMismatch, NotFound, UsageError
-from keel.core.store.engine import session_scope
+from keel.core.store.engine import session_scope, unit_of_work
 from keel.core.store.models import DatasetVersion, Quarantine
 from keel.core.workspace import Workspace
 
@@ -26,6 +26,7 @@ class ReplayTarget:
     pending: int  # of those, not yet replayed
 
 
+@unit_of_work
 def resolve(ws: Workspace, prefix: str) -> ReplayTarget:
     """The quarantined batch whose dataset version id is ``prefix`` or starts with it (unique)."""
     prefix = prefix.strip().lower()
@@ -52,6 +53,7 @@ def resolve(ws: Workspace, prefix: str) -> ReplayTarget:
     return ReplayTarget(dataset_id, path, dv.source, int(rows), int(rows) - int(replayed or 0))
 
 
+@unit_of_work
 def _dead_letter(ws: Workspace, prefix: str) -> ReplayTarget:
     """A batch whose runs failed (a dead letter), by its dataset version or its last failed run's id."""
     from keel.core.store.queries import dead_letters
@@ -78,6 +80,7 @@ def _dead_letter(ws: Workspace, prefix: str) -> ReplayTarget:
     return ReplayTarget(letter["dataset_id"] or "", source, letter["source"], 0, 0)
 
 
+@unit_of_work
 def mark_replayed(ws: Workspace, dataset_id: str, run_id: str, actor: str) -> int:
     """Mark the batch's quarantine rows replayed (audited); returns how many changed (0 the second time)."""
     from keel.core.registry import audit

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 
 from keel.core.errors import mask_secrets
+from keel.core.faults import crash_point
 from keel.core.jsonsafe import json_safe
 from keel.core.monitoring import hooks as monitoring
 from keel.core.pipeline import stages
 from keel.core.registry import transactions as registry
 from keel.core.store import records
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import ModelVersion, PipelineRun, Review
 from keel.core.workspace import Workspace
 
@@ -89,6 +91,7 @@ class Plan:
         return (self.prior.summary or {}) if self.prior is not None else {}
 
 
+@unit_of_work
 def plan_run(ws: Workspace, run_id: str, dataset_id: str) -> Plan:
     """Fresh, resumed, restarted or replay: decided here, once, and written on the run's row."""
     prior = records.completed_run(ws, dataset_id)
@@ -96,6 +99,8 @@ def plan_run(ws: Workspace, run_id: str, dataset_id: str) -> Plan:
         own = session.get(PipelineRun, run_id)
         resumed = own is not None and own.batch_id == dataset_id  # planned before, then suspended and resumed
     killed = records.unfinished_run(ws, dataset_id, run_id) if prior is None and not resumed else None
+    if killed is not None:
+        records.take_over_checks(ws, dataset_id, run_id)
     first = prior or (own if resumed else None) or killed  # judged against the production it was judged against
     if first is not None:
         production = stages.version_ref(ws, first.production_before)
@@ -197,6 +202,7 @@ def register_candidate(ws: Workspace, run_id: str, sets: dict[str, str], model: 
     from keel.core.model.train import code_hash
 
     _, dest = ws.artifacts.put_bytes(model["text"].encode(), ".txt")
+    crash_point("candidate:stored")
     mv = records.register_model(ws, {
         "model_name": ws.cfg.model, "train_dataset_id": sets["train"], "holdout_dataset_id": sets["holdout"],
         "params_hash": training_hash(params, rounds, columns), "code_hash": code_hash(), "params": params,
@@ -205,13 +211,16 @@ def register_candidate(ws: Workspace, run_id: str, sets: dict[str, str], model: 
         "artifact_sha256": model["sha256"], "artifact_uri": str(dest), "run_id": run_id,
         "train_metrics": evaluation["candidate"], "contract": model["contract"], "spec": model["spec"],
     })
+    crash_point("candidate:registered")
     records.record_metrics(ws, mv.id or 0, sets["holdout"], "holdout", evaluation["candidate"], run_id)
     if production is not None and "production" in evaluation:
         records.record_metrics(ws, production["id"], sets["holdout"], "holdout", evaluation["production"], run_id)
+    crash_point("candidate:measured")
     records.update_run(ws, run_id, model_version_id=mv.id)
     return mv
 
 
+@unit_of_work
 def apply_decision(ws: Workspace, version: int, decision: dict[str, Any], evaluation: dict[str, Any],
                    run_id: str) -> Review | None:
     """Carry out the gate's decision through the registry (one audited transaction each); returns the review
@@ -237,6 +246,7 @@ def apply_decision(ws: Workspace, version: int, decision: dict[str, Any], evalua
 # --- the end of a run ------------------------------------------------------------------------------------
 
 
+@unit_of_work
 def finish(ws: Workspace, summary: RunSummary, plan: Plan, writes: Writes, status: str) -> dict[str, Any]:
     """Close the run: production after it, its alerts (a fresh run's only), the summary on its row."""
     if plan.prior is not None:
@@ -247,9 +257,11 @@ def finish(ws: Workspace, summary: RunSummary, plan: Plan, writes: Writes, statu
     summary.production_version = mv.version if mv else None
     summary.production_before = plan.production["version"] if plan.production else None
     summary.alerts = writes.alerts(summary)
+    crash_point("alerts:sent")
     out = summary.to_dict()
     records.finish_run(ws, summary.run_id, status, decision=summary.decision, reasons=summary.reasons,
                        summary=out, production_after=mv.id if mv else None)
+    crash_point("run:closed")
     records.abandon_unfinished(ws, summary.dataset_version or "", summary.batch, summary.run_id)
     return out
 

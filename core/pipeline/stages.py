@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,22 @@ from sqlmodel import col, select
 
 from keel.core.config import ContractConfig, DriftConfig, GateConfig
 from keel.core.data.artifacts import Artifacts
-from keel.core.data.batches import batch_format, check_file, frame_bytes, read_batch, snapshot_file, time_span
+from keel.core.data.batches import (
+    batch_format,
+    check_file,
+    frame_bytes,
+    read_batch,
+    short_rows,
+    snapshot_file,
+    time_span,
+)
 from keel.core.data.contract import Contract, learn_contract, validate
 from keel.core.data.features import ColumnRoles, FeatureSpec, feature_spec, label_array, require_roles
 from keel.core.errors import DataError
+from keel.core.faults import crash_point
 from keel.core.memo import Memo
 from keel.core.store import records
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import DatasetVersion, ModelVersion, PipelineRun
 from keel.core.workspace import Workspace
 
@@ -42,6 +51,7 @@ def ingest(ws: Workspace, path: str) -> dict[str, Any]:
     try:
         frame = read_batch(snap, name=path)  # raises a one-line error for missing, empty or corrupt files
         _, dest = ws.artifacts.put_file(snap, sha)
+        crash_point("ingest:stored")
     finally:
         snap.unlink(missing_ok=True)
     labelled = frame.height - frame[ws.cfg.target].null_count() if ws.cfg.target in frame.columns else 0
@@ -102,6 +112,7 @@ def load_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
     return _FRAMES.get((ws.settings.artifacts_root, dataset_id), lambda: _read_dataset(ws, dataset_id))
 
 
+@unit_of_work
 def _read_dataset(ws: Workspace, dataset_id: str) -> pl.DataFrame:
     with ws.session() as session:
         dv = session.get(DatasetVersion, dataset_id)
@@ -143,6 +154,7 @@ def drift_ref(ref: dict[str, Any]) -> dict[str, Any]:
     return {**scorer(ref), "importance": ref["importance"], "holdout_dataset_id": ref.get("holdout_dataset_id")}
 
 
+@unit_of_work
 def version_ref(ws: Workspace, version_id: int | None) -> dict[str, Any] | None:
     if version_id is None:
         return None
@@ -162,20 +174,27 @@ def spec_of(ref: dict[str, Any]) -> FeatureSpec:
 
 
 def contract_for(frame: pl.DataFrame, production: dict[str, Any] | None, columns: ColumnRoles,
-                 ranges: Mapping[str, list[float]]) -> dict[str, Any]:
-    """The production model's contract, or one learned from this first batch; the declared ranges always
-    follow keel.toml."""
+                 declared: ContractConfig) -> dict[str, Any]:
+    """The production model's contract, or one learned from this first batch; the declared ranges and category
+    sets always follow keel.toml."""
     if production and production.get("contract"):
         contract = Contract.from_dict(production["contract"])
-        contract.ranges = dict(ranges)
+        contract.ranges, contract.categories = dict(declared.ranges), dict(declared.categories)
         return contract.to_dict()
-    return learn_contract(frame, feature_spec(columns, frame), ranges).to_dict()
+    return learn_contract(frame, feature_spec(columns, frame), declared.ranges, declared.categories).to_dict()
 
 
+@unit_of_work
 def validate_batch(ws: Workspace, dataset_id: str, contract: dict[str, Any], rules: ContractConfig) -> dict[str, Any]:
     """The batch against the contract under keel.toml's [contract] limits: bad rows, or a reason to reject it."""
     frame = load_dataset(ws, dataset_id)
-    result = validate(frame, Contract.from_dict(contract), rules)
+    short: list[tuple[int, str]] = []
+    if frame.width and frame[frame.columns[-1]].null_count():  # a CSV line cut short leaves the last column null
+        with ws.session() as session:
+            dv = session.get(DatasetVersion, dataset_id)
+        if dv is not None and dv.format == "csv":
+            short = short_rows(ws.artifacts.read_verified(dv.artifact_uri, dataset_id), frame)
+    result = validate(frame, Contract.from_dict(contract), rules, short)
     return {**result.to_dict(), "bad": result.bad}
 
 
@@ -236,6 +255,7 @@ def monitor(ws: Workspace, dataset_id: str, production: dict[str, Any], scores: 
 # --- deciding to retrain -----------------------------------------------------------------------
 
 
+@unit_of_work
 def model_runs(ws: Workspace) -> list[PipelineRun]:
     with ws.session() as session:
         return list(session.exec(
@@ -272,6 +292,7 @@ def should_retrain(ws: Workspace, production: dict[str, Any] | None, labelled: i
     return True, reasons
 
 
+@unit_of_work
 def training_window(ws: Workspace, current_id: str) -> list[str]:
     """The last N labelled batches this model has processed, ending with the current one."""
     seen: list[str] = []
@@ -286,17 +307,16 @@ def training_window(ws: Workspace, current_id: str) -> list[str]:
 
 
 def make_training_sets(ws: Workspace, window: list[str]) -> dict[str, Any]:
-    """Training set = labelled good rows of the window minus a holdout drawn from the newest batch."""
+    """Training set and holdout from the labelled good rows of the window, under [retrain] holdout: the newest
+    batch's last days with training strictly before them, or rows drawn at random (keel.core.pipeline.holdout)."""
+    from keel.core.pipeline.holdout import split
+
     rc = ws.cfg.retrain
     parts = []
     for dataset_id in window:
         frame = without_rows(load_dataset(ws, dataset_id), records.quarantined_rows(ws, dataset_id))
         parts.append(frame.filter(pl.col(ws.cfg.target).is_not_null()))
-    newest = parts[-1]
-    rng = np.random.default_rng(rc.seed)
-    is_holdout = rng.random(newest.height) < rc.holdout_share
-    holdout = newest.filter(pl.Series(is_holdout))
-    train = pl.concat([*parts[:-1], newest.filter(pl.Series(~is_holdout))], how="diagonal_relaxed")
+    train, holdout = split(parts, ws.cfg.holdout, rc.holdout_share, rc.seed, ws.cfg.timestamp)
     out = {}
     for kind, frame in (("train", train), ("holdout", holdout)):
         sha, dest = ws.artifacts.put_bytes(frame_bytes(frame), ".parquet")
@@ -306,6 +326,7 @@ def make_training_sets(ws: Workspace, window: list[str]) -> dict[str, Any]:
                                       "columns": frame.columns, "artifact_uri": str(dest),
                                       "data_from": start, "data_to": end}, parents=window)
         out[kind] = sha
+        crash_point(f"datasets:{kind}-registered")
     return out
 
 

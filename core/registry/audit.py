@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from keel.core.errors import Conflict
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
@@ -80,6 +81,7 @@ class Verification:
         return asdict(self)
 
 
+@unit_of_work
 def verify(engine: Engine, batch: int = 5000) -> Verification:
     """Walk the chain from the first event: recompute every hash, check every link and the head."""
     prev, count, last_id = GENESIS, 0, 0

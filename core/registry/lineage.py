@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from keel.core.errors import NotFound, UsageError
 from keel.core.registry.transactions import SWITCHES
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import (
     Alias,
     AuditEvent,
@@ -45,6 +46,7 @@ def _event(e: AuditEvent) -> dict[str, Any]:
             "reason": e.reason, "details": e.details}
 
 
+@unit_of_work
 def history(engine: Engine, model: str, at: datetime | None = None) -> list[dict[str, Any]]:
     """Production periods of ``model``, oldest first: version, from, until, and the event that started it.
 
@@ -95,6 +97,7 @@ def _version(session: Session, model: str, version: int) -> ModelVersion:
     return mv
 
 
+@unit_of_work
 def lineage(engine: Engine, model: str, version: int) -> dict[str, Any]:
     """Where a model version came from and what was decided about it, by whom."""
     with Session(engine) as session:
@@ -158,6 +161,7 @@ def _put_in_production(session: Session, mv: ModelVersion, before: datetime | No
     return out
 
 
+@unit_of_work
 def trace(engine: Engine, row_id: str, batch: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """Every stored prediction for ``row_id``: model version, its training data, the runs and the approval."""
     with Session(engine) as session:

@@ -10,6 +10,7 @@ from keel.core.actor import current_actor, user_of  # noqa: F401  (current_actor
 from keel.core.errors import KeelError, map_exceptions, prefect_errors
 from keel.core.errors import reason as reason_of
 from keel.core.registry.audit import GENESIS, event_hash  # noqa: F401  (re-exported: the chain's public names)
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import (
     PipelineRun,
     Review,
@@ -29,6 +30,7 @@ class WaitingRun:
         return {"flow_run_id": self.flow_run_id, "resumed": self.resumed, "message": self.message}
 
 
+@unit_of_work
 def notify_waiting_run(ws: Workspace, version_id: int | None, decision: str, actor: str,
                        reason: str) -> WaitingRun | None:
     """Resume the paused pipeline run waiting on this candidate's review, with the decision as its input.

@@ -29,6 +29,7 @@ from keel.core.errors import (
 from keel.core.registry import audit
 from keel.core.registry.audit import GENESIS, event_hash  # noqa: F401  (re-exported: the chain's public names)
 from keel.core.registry.resume import WaitingRun, notify_waiting_run
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import (
     Alias,
     AuditEvent,
@@ -81,6 +82,7 @@ def production_version(session: Session, model_name: str) -> ModelVersion | None
     return session.get(ModelVersion, alias.model_version_id) if alias else None
 
 
+@unit_of_work
 def _commit(ws: Workspace, work: Callable[[Session], T]) -> T:
     """Run ``work(session)`` as one write transaction; a lost race is a Conflict.
 
@@ -123,6 +125,7 @@ def verify_artifact(ws: Workspace, mv: ModelVersion) -> None:
 _verify_artifact = verify_artifact  # the name the first registry used
 
 
+@unit_of_work
 def _verified(ws: Workspace, model_name: str, version: int) -> str:
     """Check the artifact before the write transaction (loading a model must not hold the lock)."""
     with ws.session() as session:
@@ -183,6 +186,7 @@ def _supersede(session: Session, model_name: str, target: ModelVersion, actor: s
     return [r.candidate_version_id for r in stale]
 
 
+@unit_of_work
 def alias_revision(ws: Workspace, model_name: str) -> int:
     with ws.session() as session:
         alias = session.get(Alias, (model_name, PRODUCTION))
@@ -314,6 +318,7 @@ def rollback_target(session: Session, model_name: str, alias: Alias) -> int | No
     return None
 
 
+@unit_of_work
 def rollback(ws: Workspace, model_name: str, reason: str, *, to: int | None = None,
              actor: str | None = None) -> Decision:
     """Return production to ``to`` or, by default, to the version that served before the current one."""
@@ -406,6 +411,7 @@ def _need_reason(reason: str | None) -> None:
         raise UsageError("every registry action needs a reason (--reason TEXT)")
 
 
+@unit_of_work
 def expire_reviews(ws: Workspace, timeout: int, *, now: datetime | None = None) -> list[Decision]:
     """Reject every open review of this model older than ``timeout`` seconds (nothing is promoted by default);
     a run waiting on one is resumed with that decision. What a review sweeper runs on a schedule."""

@@ -6,13 +6,23 @@ dropped or refused, a full disk) reaches keel as one StoreError line naming the 
 keel.core.errors' store mapping. Integrity errors stay SQLAlchemy's: callers whose unique keys carry
 idempotency or a race handle them. ``sqlite:///path?timeout=5`` sets how many seconds a writer waits
 for another's lock (default 30).
+
+It is also where a transient failure is tried again: a function that opens its own session (a unit of
+work, marked ``@unit_of_work``) runs again from the top, with backoff, when the connection dropped, the
+server could not be reached or SQLite stayed locked (KEEL_STORE_RETRIES times, default 6). Every write is
+keyed by a natural key, so running a unit again is safe; integrity errors and keel's own verdicts are never
+retried. The innermost unit retries; once its retries are spent the error is final for the units around it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine, ExceptionContext, make_url
@@ -20,6 +30,9 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from keel.core.errors import KeelError, StoreError, map_exceptions, store_errors, translated
 
+P = ParamSpec("P")
+T = TypeVar("T")
+log = logging.getLogger("keel.store")
 _ENGINES: dict[str, Engine] = {}
 SQLITE_TIMEOUT = 30.0  # seconds a connection waits for another writer's lock
 
@@ -94,6 +107,42 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             session.close()
 
 
+def retry_delays(retries: int | None = None) -> list[float]:
+    """The waits between tries: 0.5 s doubling to at most 8 s, each with +-50 % jitter (KEEL_STORE_RETRIES of them)."""
+    if retries is None:
+        from keel.core.config import Settings
+
+        retries = Settings().store_retries
+    return [min(0.5 * 2**i, 8.0) * random.uniform(0.5, 1.5) for i in range(retries)]
+
+
+def unit_of_work(fn: Callable[P, T]) -> Callable[P, T]:
+    """Run ``fn`` (which opens its own session or connection) again from the top, with backoff, after a transient
+    StoreError; once the retries are spent, the last error, saying how long it was tried, is final."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        delays: list[float] | None = None
+        tries, started = 0, time.monotonic()
+        while True:
+            tries += 1
+            try:
+                return fn(*args, **kwargs)
+            except StoreError as exc:
+                if not exc.transient:
+                    raise
+                if delays is None:
+                    delays = retry_delays()
+                if tries > len(delays):
+                    spent = f"; gave up after {tries} tries in {time.monotonic() - started:.0f} s" if tries > 1 else ""
+                    raise StoreError(f"{exc.message}{spent}", exc.title) from exc  # final for the units around
+                wait = delays[tries - 1]
+                log.warning("%s; trying again in %.1f s (%d of %d)", exc.message, wait, tries, len(delays))
+                time.sleep(wait)
+
+    return wrapper
+
+
 def insert_ignore(session: Session, model: type[SQLModel], rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows, skipping those whose unique key already exists (idempotent writes)."""
     if not rows:
@@ -116,17 +165,21 @@ def table_names(engine: Engine) -> list[str]:
     return sorted(inspect(engine).get_table_names())
 
 
-__all__ = ["SQLModel", "dispose_engines", "get_engine", "insert_ignore", "session_scope"]
+__all__ = ["SQLModel", "dispose_engines", "get_engine", "insert_ignore", "session_scope", "unit_of_work"]
 
 
-def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
+@unit_of_work
+def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str],
+                       rows: Sequence[tuple[Any, ...]] | Callable[[], Iterable[tuple[Any, ...]]]) -> None:
     """Insert many plain rows (already converted to driver types) in one transaction, skipping existing keys.
 
     The fast path for predictions and metric points: the driver's own batch insert, no ORM per row. `rows` may be
-    an iterator: both drivers take the rows as they go (sqlite3's executemany, psycopg2's pages of 5000).
+    a function making the rows afresh: both drivers take them as they come (sqlite3's executemany, psycopg2's pages
+    of 5000), so millions of rows never exist at once, and a retry of the unit (below) makes them again.
     """
     if isinstance(rows, Sequence) and not rows:
         return
+    values = rows() if callable(rows) else rows
     cols = ", ".join(columns)
     with map_exceptions(store_errors(str(engine.url))):  # the driver's own errors: SQLAlchemy is not in between
         raw = engine.raw_connection()
@@ -134,15 +187,18 @@ def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str], rows:
             cur = raw.cursor()
             if engine.dialect.name == "sqlite":
                 marks = ", ".join("?" for _ in columns)
-                cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", rows)  # type: ignore[arg-type]  # sqlite3 takes any iterable
+                cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", values)  # type: ignore[arg-type]  # sqlite3 takes any iterable
             else:
                 from psycopg2.extras import execute_values
 
-                execute_values(cur, f"INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING", rows,
+                execute_values(cur, f"INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING", values,
                                page_size=5000)
             raw.commit()
         except BaseException:
-            raw.rollback()
+            try:
+                raw.rollback()
+            except Exception:  # the connection is gone: never hand it back to the pool
+                raw.invalidate()
             raise
         finally:
             raw.close()

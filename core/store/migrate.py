@@ -45,17 +45,15 @@ def current_revision(engine: Engine) -> str | None:
 
 
 @contextmanager
-def _migration_lock(engine: Engine, conn: Connection) -> Iterator[None]:
+def _migration_lock(engine: Engine) -> Iterator[None]:
     """One migrating process per store at a time; the others wait, then find the schema at head.
 
-    PostgreSQL: a transaction-scoped advisory lock (released with the migration's transaction, or by the
-    server when a dying process's connection goes). SQLite: an exclusive lock on a file beside the database
-    (released by the kernel when its holder exits, however it exits).
+    PostgreSQL: a transaction-scoped advisory lock, taken in the migration's transaction (released when it
+    commits, or by the server when a dying process's connection goes). SQLite: an exclusive lock on a file
+    beside the database (released by the kernel when its holder exits, however it exits), held around the
+    whole transaction: released before the commit, the next process would read the revision not yet committed
+    and migrate again ("table ... already exists").
     """
-    if engine.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-        yield
-        return
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
@@ -82,7 +80,9 @@ def upgrade(engine: Engine) -> None:
     from alembic import command
 
     cfg = _config()
-    with engine.begin() as conn, _migration_lock(engine, conn):
+    with _migration_lock(engine), engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         if _revision(conn) == head:
             return
         cfg.attributes["connection"] = conn

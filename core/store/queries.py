@@ -14,6 +14,7 @@ from sqlalchemy import case, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
+from keel.core.store.engine import unit_of_work
 from keel.core.store.models import (
     Alert,
     Alias,
@@ -78,6 +79,7 @@ def _run_row(run: PipelineRun) -> dict[str, Any]:
     }
 
 
+@unit_of_work
 def list_runs(engine: Engine, model: str | None = None, limit: int = 50, offset: int = 0,
               text: str | None = None) -> list[dict[str, Any]]:
     """Runs, newest first; ``text`` filters on batch, status, decision, model or run-id prefix."""
@@ -86,6 +88,7 @@ def list_runs(engine: Engine, model: str | None = None, limit: int = 50, offset:
         return [_run_row(run) for run in session.exec(query)]
 
 
+@unit_of_work
 def runs_page(engine: Engine, model: str | None = None, limit: int = 100, offset: int = 0,
               text: str | None = None) -> dict[str, Any]:
     """One page of runs with the capped count of all that match."""
@@ -96,6 +99,7 @@ def runs_page(engine: Engine, model: str | None = None, limit: int = 100, offset
     return _page(rows, total, more, offset)
 
 
+@unit_of_work
 def run_detail(engine: Engine, run_id: str, quarantine_limit: int = 50) -> dict[str, Any]:
     """One run: stages, contract result and quarantined rows, per-feature drift, metrics, alerts."""
     from keel.core.errors import NotFound
@@ -179,6 +183,7 @@ def _version_row(mv: ModelVersion, aliases: dict[int, list[str]]) -> dict[str, A
     }
 
 
+@unit_of_work
 def list_models(engine: Engine, model: str | None = None, limit: int = 200, offset: int = 0) -> list[dict[str, Any]]:
     """Model versions with status, aliases and holdout metrics, newest first."""
     with Session(engine) as session:
@@ -190,6 +195,7 @@ def list_models(engine: Engine, model: str | None = None, limit: int = 200, offs
         return [_version_row(mv, aliases) for mv in versions]
 
 
+@unit_of_work
 def models_page(engine: Engine, model: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
     rows = list_models(engine, model, limit, offset)
     with Session(engine) as session:
@@ -200,6 +206,7 @@ def models_page(engine: Engine, model: str | None = None, limit: int = 100, offs
     return _page(rows, total, more, offset)
 
 
+@unit_of_work
 def production_state(engine: Engine, model: str) -> dict[str, Any]:
     """The production version of ``model`` and the one a default rollback returns to (the registry's answer)."""
     from keel.core.registry.transactions import rollback_target
@@ -218,6 +225,7 @@ def _event_row(e: AuditEvent) -> dict[str, Any]:
             "version": e.version, "reason": e.reason, "details": e.details or {}}
 
 
+@unit_of_work
 def production_history(engine: Engine, model: str, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
     """Who put which version in production, when and why, newest first (from the audit log)."""
     with Session(engine) as session:
@@ -248,6 +256,7 @@ def _versions_by_id(session: Session, ids: set[int]) -> dict[int, ModelVersion]:
     return {mv.id or 0: mv for mv in session.exec(select(ModelVersion).where(col(ModelVersion.id).in_(ids)))}
 
 
+@unit_of_work
 def reviews_page(engine: Engine, status: str | None = "open", model: str | None = None, limit: int = 100,
                  offset: int = 0) -> dict[str, Any]:
     """Reviews (the open inbox by default), newest first: candidate, production, reasons, the comparison and the
@@ -278,6 +287,7 @@ def reviews_page(engine: Engine, status: str | None = "open", model: str | None 
         return _page(rows, total, more, offset)
 
 
+@unit_of_work
 def compare(engine: Engine, model: str | None = None, candidate: int | None = None) -> dict[str, Any] | None:
     """Candidate against production from the stored review: metric deltas with CIs, confusion matrices,
     churn, the drift of the batch they were judged on, and the gate's reasons.
@@ -325,6 +335,7 @@ def compare(engine: Engine, model: str | None = None, candidate: int | None = No
         }
 
 
+@unit_of_work
 def metric_history(engine: Engine, model: str, name: str = "roc_auc", scope: str = "batch",
                    limit: int = 60) -> list[dict[str, Any]]:
     """The last ``limit`` values of one metric of a model, oldest first (for a chart)."""
@@ -337,6 +348,7 @@ def metric_history(engine: Engine, model: str, name: str = "roc_auc", scope: str
                  if p.model_version_id in versions else None, "alert": p.alert} for p in reversed(points)]
 
 
+@unit_of_work
 def estimate_record(engine: Engine, model: str, name: str = "accuracy", limit: int = 100) -> dict[str, Any]:
     """The label-free estimate of ``name`` against the realised value, batch by batch, each miss explained.
 
@@ -399,6 +411,7 @@ def alert_row(a: Alert) -> dict[str, Any]:
             "ack_reason": a.ack_reason, "created_at": a.created_at}
 
 
+@unit_of_work
 def alerts_page(engine: Engine, open_only: bool = True, model: str | None = None, limit: int = 100,
                 offset: int = 0) -> dict[str, Any]:
     """Alerts, newest first; open ones (not acknowledged) by default. `keel alerts` and the TUI both read this."""
@@ -418,6 +431,7 @@ def _flag(column: Any) -> Any:
     return case((column == True, 1), else_=0)  # noqa: E712
 
 
+@unit_of_work
 def quarantine_page(engine: Engine, limit: int = 100, offset: int = 0) -> dict[str, Any]:
     """Quarantined batches, newest first: rows held back, whether the whole batch was, one reason."""
     with Session(engine) as session:
@@ -443,6 +457,7 @@ def quarantine_page(engine: Engine, limit: int = 100, offset: int = 0) -> dict[s
         return _page(rows, total, more, offset)
 
 
+@unit_of_work
 def quarantine_rows(engine: Engine, dataset_id: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
     """The quarantined rows of one batch with their reasons."""
     with Session(engine) as session:
@@ -453,6 +468,7 @@ def quarantine_rows(engine: Engine, dataset_id: str, limit: int = 100, offset: i
         return _page(rows, total, more, offset)
 
 
+@unit_of_work
 def model_names(engine: Engine) -> list[str]:
     with Session(engine) as session:
         return list(session.exec(select(ModelVersion.model_name).distinct().order_by(col(ModelVersion.model_name))))
@@ -466,6 +482,7 @@ def fmt_time(at: datetime | None) -> str:
 # --- dead letters: failed runs not yet got through -------------------------------------------------
 
 
+@unit_of_work
 def dead_letters(engine: Engine, model: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Batches whose pipeline runs failed and that no later run got through, newest first: the stage that
     failed, its error, how many attempts failed. Quarantined batches are the other kind (quarantine_page)."""
@@ -479,6 +496,7 @@ def dead_letters(engine: Engine, model: str | None = None, limit: int = 100) -> 
             key = (run.model_name, run.batch_id or run.source)
             if run.status != "failed":
                 letters.pop(key, None)  # a later run got through: resolved
+                letters.pop((run.model_name, run.source), None)  # so is a run that failed before its batch had an id
                 continue
             letter = letters.setdefault(key, {"model": run.model_name, "dataset_id": run.batch_id,
                                               "source": run.source, "batch": _batch_name(run.source), "attempts": 0})

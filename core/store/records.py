@@ -21,8 +21,9 @@ from sqlmodel import col, func, select
 
 from keel.core.jsonsafe import json_safe
 from keel.core.memo import Memo
-from keel.core.store.engine import bulk_insert_ignore, insert_ignore
+from keel.core.store.engine import bulk_insert_ignore, insert_ignore, unit_of_work
 from keel.core.store.models import (
+    AlertCheck,
     Alias,
     DatasetLineage,
     DatasetVersion,
@@ -42,6 +43,7 @@ def clean(value: Any) -> Any:
     return json_safe(value)
 
 
+@unit_of_work
 def start_run(ws: Workspace, source: str, flow_run_id: str | None, flow: str = "run_pipeline") -> str:
     """A new run row; a flow run that comes back (resumed after a suspension) keeps the row it had."""
     if flow_run_id is not None:
@@ -59,6 +61,7 @@ def start_run(ws: Workspace, source: str, flow_run_id: str | None, flow: str = "
     return run_id
 
 
+@unit_of_work
 def update_run(ws: Workspace, run_id: str, **fields: Any) -> None:
     with ws.session() as session:
         run = session.get(PipelineRun, run_id)
@@ -72,6 +75,7 @@ def finish_run(ws: Workspace, run_id: str, status: str, **fields: Any) -> None:
     update_run(ws, run_id, status=status, finished_at=utcnow(), **fields)
 
 
+@unit_of_work
 def record_stage(ws: Workspace, run_id: str, name: str, status: str, cached: bool, duration_ms: float,
                  detail: dict[str, Any] | None = None) -> None:
     with ws.session() as session:
@@ -81,12 +85,14 @@ def record_stage(ws: Workspace, run_id: str, name: str, status: str, cached: boo
         }])
 
 
+@unit_of_work
 def register_dataset(ws: Workspace, row: dict[str, Any], parents: list[str] = ()) -> None:  # type: ignore[assignment]
     with ws.session() as session:
         insert_ignore(session, DatasetVersion, [{**row, "created_at": utcnow()}])
         insert_ignore(session, DatasetLineage, [{"parent_id": p, "child_id": row["id"]} for p in parents])
 
 
+@unit_of_work
 def has_production(ws: Workspace) -> bool:
     """Whether the workspace's model has a production version. A SQLite store that does not exist yet has none
     and is not created by asking: a check before a run writes nothing."""
@@ -98,6 +104,7 @@ def has_production(ws: Workspace) -> bool:
         return session.get(Alias, (ws.cfg.model, "production")) is not None
 
 
+@unit_of_work
 def completed_run(ws: Workspace, batch_id: str) -> PipelineRun | None:
     """The first run that finished this batch for this model under this configuration."""
     with ws.session() as session:
@@ -110,6 +117,7 @@ def completed_run(ws: Workspace, batch_id: str) -> PipelineRun | None:
         ).first()
 
 
+@unit_of_work
 def unfinished_run(ws: Workspace, batch_id: str, current: str) -> PipelineRun | None:
     """The first run of this batch that was killed mid-way (still 'running'), other than ``current``."""
     with ws.session() as session:
@@ -122,6 +130,26 @@ def unfinished_run(ws: Workspace, batch_id: str, current: str) -> PipelineRun | 
         ).first()
 
 
+@unit_of_work
+def take_over_checks(ws: Workspace, batch_id: str, current: str) -> None:
+    """A run restarted after its batch's run was killed carries on from it: the killed runs' alert checks become
+    its own, so each rule is checked once per batch and a rule that fired is not counted twice towards its
+    k-of-n or its cool-down (nor fired again)."""
+    with ws.session() as session:
+        mine = set(session.exec(select(AlertCheck.rule).where(AlertCheck.run_id == current)))
+        killed = select(PipelineRun.id).where(PipelineRun.model_name == ws.cfg.model, PipelineRun.batch_id == batch_id,
+                                              PipelineRun.status == "running", PipelineRun.id != current)
+        for check in session.exec(select(AlertCheck).where(col(AlertCheck.run_id).in_(killed))
+                                  .order_by(col(AlertCheck.id))):
+            if check.rule in mine:  # two killed runs checked it: the first check stands
+                session.delete(check)
+                continue
+            check.run_id = current
+            mine.add(check.rule)
+            session.add(check)
+
+
+@unit_of_work
 def abandon_unfinished(ws: Workspace, batch_id: str, source: str, finished: str) -> None:
     """Mark killed runs of a batch 'abandoned' once another run of it has finished."""
     same_batch = (PipelineRun.batch_id == batch_id) | ((PipelineRun.batch_id == None) & (PipelineRun.source == source))  # noqa: E711
@@ -133,6 +161,7 @@ def abandon_unfinished(ws: Workspace, batch_id: str, source: str, finished: str)
             session.add(run)
 
 
+@unit_of_work
 def record_quarantine(ws: Workspace, dataset_id: str, bad: list[tuple[int, str]], ids: list[str] | None,
                       batch_reason: str | None) -> None:
     rows = [{"dataset_id": dataset_id, "row_index": i, "row_id": ids[i] if ids else None, "reason": r,
@@ -145,6 +174,7 @@ def record_quarantine(ws: Workspace, dataset_id: str, bad: list[tuple[int, str]]
             insert_ignore(session, Quarantine, rows[start:start + 5000])
 
 
+@unit_of_work
 def quarantined_rows(ws: Workspace, dataset_id: str) -> list[int]:
     with ws.session() as session:
         return list(session.exec(
@@ -158,7 +188,7 @@ PREDICTION_CHUNK = 50_000
 def record_predictions(ws: Workspace, dataset_id: str, model_version_id: int, ids: Sequence[str] | pl.Series,
                        scores: np.ndarray, actual: np.ndarray, threshold: float, run_id: str) -> None:
     """One row per scored row, in one transaction. The rows are made PREDICTION_CHUNK at a time as the driver takes
-    them, so a 10M-row batch never exists as 10M Python tuples at once."""
+    them (afresh if the write is retried), so a 10M-row batch never exists as 10M Python tuples at once."""
     if not len(ids) == len(scores) == len(actual):
         raise ValueError(f"{len(ids)} ids, {len(scores)} scores and {len(actual)} labels do not line up")
 
@@ -174,9 +204,10 @@ def record_predictions(ws: Workspace, dataset_id: str, model_version_id: int, id
                            repeat(run_id))
 
     bulk_insert_ignore(ws.engine, "prediction",
-                       ("dataset_id", "row_id", "model_version_id", "score", "label", "actual", "run_id"), rows())
+                       ("dataset_id", "row_id", "model_version_id", "score", "label", "actual", "run_id"), rows)
 
 
+@unit_of_work
 def record_drift(ws: Workspace, dataset_id: str, reference_id: str, settings_hash: str, run_id: str,
                  report: dict[str, Any]) -> None:
     with ws.session() as session:
@@ -233,6 +264,7 @@ def _stamp(at: Any) -> Any:
 _BATCH_TIMES: Memo[Any] = Memo(10_000)  # dataset versions are immutable: their times never change
 
 
+@unit_of_work
 def batch_times(ws: Workspace, dataset_ids: set[str]) -> dict[str, Any]:
     """The latest timestamp of each dataset's data (None where it has no timestamp column or no row)."""
     db = ws.settings.db_url
@@ -277,6 +309,7 @@ def log_metric_points(ws: Workspace, rows: list[dict[str, Any]]) -> int:
     return len(rows)
 
 
+@unit_of_work
 def register_model(ws: Workspace, fields: dict[str, Any]) -> ModelVersion:
     """Find the model version with these natural keys, or add it with the next version number."""
     key = (ModelVersion.model_name == fields["model_name"],

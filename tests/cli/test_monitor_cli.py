@@ -39,7 +39,7 @@ def test_delayed_labels_alerts_ack_and_prometheus(demo_slices, keel_home, tmp_pa
     from keel.flows.run_pipeline import run_pipeline
 
     config = tmp_path / "keel.toml"
-    config.write_text(DEMO_CONFIG)
+    config.write_text(DEMO_CONFIG + "\n[alerts]\non_feature_drift = true  # the per-feature rule, as an option\n")
     run_pipeline(batch=str(demo_slices[0]), config=str(config))
     labelled = pl.read_parquet(demo_slices[1])
     labelled.drop("delayed").write_parquet(tmp_path / "unlabelled.parquet")
@@ -91,10 +91,10 @@ def test_delayed_labels_alerts_ack_and_prometheus(demo_slices, keel_home, tmp_pa
     code, _, err = _keel("labels", str(tmp_path / "bad.csv"), "--config", str(config))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "column 'delayed' is missing" in err
 
-    # alerts: the default rules fire on drift and on the realised drop once the labels came
+    # alerts: the per-feature rule (switched on) fires on the drifted weather, the realised drop once labels came
     code, out, _ = _keel("alerts", "--json")
     alerts = json.loads(out)
-    assert code == 0 and {"drift", "drop"} <= {a["rule"] for a in alerts}
+    assert code == 0 and {"feature_drift", "drop"} <= {a["rule"] for a in alerts}
     drop = next(a for a in alerts if a["rule"] == "drop")
     assert drop["dataset_id"] == scored["dataset_version"] and drop["delivered"] is False
     code, out, _ = _keel("alerts", "ack", str(drop["id"]), "--reason", "labels late, looking")
@@ -123,7 +123,7 @@ def test_delayed_labels_alerts_ack_and_prometheus(demo_slices, keel_home, tmp_pa
                     and 'metric="accuracy"' in x)
         assert float(line.rsplit(" ", 1)[1]) == pytest.approx(batch["metrics"]["accuracy"])
         assert 'model="flights-delay"' in line and 'version="1"' in line
-        assert any(x.startswith("keel_alerts_open{") and 'rule="drift"' in x for x in body.splitlines())
+        assert any(x.startswith("keel_alerts_open{") and 'rule="feature_drift"' in x for x in body.splitlines())
         assert not any('rule="drop"' in x for x in body.splitlines() if x.startswith("keel_alerts_open{"))
     finally:
         proc.terminate()

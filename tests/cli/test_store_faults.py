@@ -17,10 +17,12 @@ from keel.core.registry import transactions as registry
 from keel.core.store.engine import dispose_engines, get_engine
 from keel.core.store.models import AuditEvent
 
+NO_RETRIES = {"KEEL_STORE_RETRIES": "0"}  # the failure at once (tests/reliability/test_store_retry.py: the retries)
+
 
 def _keel(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "keel", *args], env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "keel", *args], env={**os.environ, **NO_RETRIES, **env},
+                          capture_output=True, text=True, timeout=300)
 
 
 def _store_at_head(db: Path) -> str:
@@ -50,6 +52,7 @@ def test_a_registry_change_while_another_writer_holds_the_store_fails_naming_it(
     dispose_engines()
     url = f"sqlite:///{keel_home / 'keel.db'}?timeout=0.2"
     monkeypatch.setenv("KEEL_DATABASE_URL", url)
+    monkeypatch.setenv("KEEL_STORE_RETRIES", "0")
     holder = sqlite3.connect(keel_home / "keel.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another writer mid-transaction; readers still read
     try:

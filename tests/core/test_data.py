@@ -7,7 +7,7 @@ import pytest
 
 from keel.core.config import parse_config
 from keel.core.data.artifacts import Artifacts
-from keel.core.data.batches import read_batch
+from keel.core.data.batches import read_batch, short_rows
 from keel.core.data.contract import learn_contract, validate
 from keel.core.data.features import feature_spec, label_array
 from keel.core.errors import ChecksumMismatch, ConfigError, DataError, UsageError
@@ -92,6 +92,38 @@ def test_contract_rejects_missing_columns_wrong_types_and_null_floods():
     assert "null" in validate(nulls, contract, cfg.contract).batch_reason
     dupes = pl.DataFrame({"i": [1, 1], "x": [1.0, 2.0], "c": ["a", "b"], "y": [1, 0]})
     assert any("duplicated" in r for _, r in validate(dupes, contract, cfg.contract).bad)
+
+
+def test_contract_quarantines_rows_outside_a_declared_category_set():
+    cfg = _contract_cfg(categories={"carrier": ["AA", "UA", "9E"], "code": ["1", "2"]}, max_bad_share=0.5)
+    ref = pl.DataFrame({"i": [1, 2], "carrier": ["AA", "UA"], "code": [1, 2], "y": [1, 0]})
+    contract = learn_contract(ref, feature_spec(cfg, ref), cfg.contract.ranges, cfg.contract.categories)
+    batch = pl.DataFrame({"i": [1, 2, 3, 4, 5], "carrier": ["AA", "9E", "ZZ", None, "UA"], "code": [1, 2, 2, 1, 7],
+                          "y": [1, 0, 1, 0, 1]})
+    assert sorted(validate(batch, contract, cfg.contract).bad) == [
+        (2, "carrier not in the declared categories (AA, UA, 9E)"),  # an unseen carrier; a null is the null check's
+        (4, "code not in the declared categories (1, 2)"),  # numbers are compared as text
+    ]
+    undeclared = learn_contract(ref, feature_spec(cfg, ref))
+    assert validate(batch, undeclared, cfg.contract).bad == []  # learned contracts do not pin categories
+
+
+def test_short_csv_lines_are_bad_rows_not_silent_nulls():
+    data = b'i,x,y\n1,0.5,1\n2,0.7\n\n"4",0.1,0\n5,,1\n'
+    frame = pl.read_csv(data, infer_schema_length=None, null_values=["", "NA"])
+    assert frame.height == 5 and frame["y"].null_count() == 2  # polars fills the cut line and the blank one
+    short = short_rows(data, frame)
+    assert short == [(1, "short line: 2 of 3 fields"), (2, "short line: a blank line")]  # row 4's empty x is a value
+    cfg = _contract_cfg(max_bad_share=0.5)
+    contract = learn_contract(frame, feature_spec(cfg, frame))
+    assert set(short) <= set(validate(frame, contract, cfg.contract, short).bad)
+    whole = b"i,x,y\n1,0.5,1\n2,0.7,0\n"
+    assert short_rows(whole, pl.read_csv(whole)) == []
+
+
+def test_an_empty_declared_category_set_is_refused():
+    with pytest.raises(ConfigError, match="categories of 'carrier' are empty"):
+        _contract_cfg(categories={"carrier": []})
 
 
 def test_artifacts_are_content_addressed_and_verified(tmp_path):

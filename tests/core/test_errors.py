@@ -216,3 +216,17 @@ def test_any_read_through_a_keel_engine_on_a_locked_store_is_a_store_error(tmp_p
         holder.close()
         dispose_engines()
     assert str(caught.value) == f"the store at {url} is locked by another writer (database is locked)"
+
+
+def test_running_out_of_memory_in_training_is_said_as_such_naming_the_stage():
+    """numpy's MemoryError and LightGBM's std::bad_alloc (what LightGBM 4.7 raises when Dataset construction is
+    refused memory) are one line: the stage, out of memory, the library's reason."""
+    import lightgbm
+
+    for raised, why in ((MemoryError("Unable to allocate 1.2 GiB for an array with shape (1000, 160000)"),
+                         "Unable to allocate 1.2 GiB for an array with shape (1000, 160000)"),
+                        (lightgbm.basic.LightGBMError("std::bad_alloc"), "std::bad_alloc")):
+        with pytest.raises(ModelError) as caught, map_exceptions(errors.lightgbm_errors("training", step="train")):
+            raise raised
+        assert str(caught.value).startswith(f"train: out of memory while training ({why})"), str(caught.value)
+        assert caught.value.title == "Out of memory"

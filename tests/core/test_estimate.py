@@ -8,7 +8,14 @@ import pytest
 
 from keel.core.errors import DataError
 from keel.core.model.evaluate import classification_metrics
-from keel.core.monitoring.estimate import em_prior, estimate_metrics, expected_auc, explain_miss, fit_calibrator
+from keel.core.monitoring.estimate import (
+    choose_calibration,
+    em_prior,
+    estimate_metrics,
+    expected_auc,
+    explain_miss,
+    fit_calibrator,
+)
 
 
 def _world(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +44,44 @@ def test_estimate_matches_realised_metrics_without_concept_drift(method):
         assert abs(est["accuracy"] - real["accuracy"]) < 0.015
     assert np.mean(np.abs(errors)) < 0.01, "within 1 point on average when P(y|score) holds"
     assert np.mean(np.abs(raw_errors)) > 0.03, "the uncalibrated scores would have been far off"
+
+
+def test_platt_fit_converges_when_the_scores_crowd_the_ends():
+    """Scores pushed towards 0 and 1 (logits of +-13): a full Newton step overshot and Platt's
+    coefficients ran off to about 1e11, turning every calibrated probability into 0 or 1."""
+    y, s = _world(np.random.default_rng(4), 1500, 0.0)  # the score is sigmoid(2.2 * true logit + 0.4)
+    a, b = fit_calibrator(y, s, "platt").x
+    assert a == pytest.approx(1 / 2.2, abs=0.1) and b == pytest.approx(-0.4 / 2.2, abs=0.1)
+
+
+def _step_world(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """P(y | score) jumps at 0.6 (12% below, 70% above): monotone, but no logistic curve of the score."""
+    s = np.clip(rng.beta(2 + shift, 2 - shift / 2, n), 1e-4, 1 - 1e-4)
+    return (rng.random(n) < np.where(s < 0.6, 0.12, 0.7)).astype(int), s
+
+
+@pytest.mark.parametrize(("world", "rows", "better"), [(_world, 1500, "platt"), (_step_world, 20_000, "isotonic")])
+def test_auto_calibration_takes_the_method_that_carries_to_unseen_rows(world, rows, better):
+    """``calibration = "auto"`` asks the calibration rows alone (5-fold cross-validated log loss) whether
+    Platt's two numbers or isotonic regression's staircase carries over to rows it was not fitted on.
+    A logistic distortion of the score, few rows: Platt (isotonic spends steps on the sample's noise).
+    A step in P(y | score), many rows: isotonic (no logistic curve has a step). In both, the method
+    chosen is the one whose estimate then misses less on shifted batches, and "auto" is that method."""
+    other = "isotonic" if better == "platt" else "platt"
+    misses: dict[str, list[float]] = {"auto": [], better: [], other: []}
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        y, s = world(rng, rows, 0.0)
+        assert choose_calibration(y, s) == better, seed
+        calibrators = {m: fit_calibrator(y, s, m) for m in misses}
+        assert calibrators["auto"] == calibrators[better]
+        for shift in (-0.5, 0.5, 1.0):
+            yb, sb = world(rng, 20_000, shift)
+            real = classification_metrics(yb, sb)
+            for m, cal in calibrators.items():
+                est = estimate_metrics(sb, cal)
+                misses[m].append(abs(est["accuracy"] - real["accuracy"]) + abs(est["roc_auc"] - real["roc_auc"]))
+    assert np.mean(misses[better]) < np.mean(misses[other]), {m: np.mean(v) for m, v in misses.items()}
 
 
 def _label_shift_world(rng: np.random.Generator, n: int, prior: float) -> tuple[np.ndarray, np.ndarray]:

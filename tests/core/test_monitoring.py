@@ -16,7 +16,8 @@ from keel.core.config import Settings
 from keel.core.data.batches import time_span
 from keel.core.data.demo import DEMO_CONFIG
 from keel.core.model.evaluate import HIGHER_IS_BETTER
-from keel.core.monitoring import calibration
+from keel.core.monitoring import calibration, rules
+from keel.core.monitoring.estimate import choose_calibration
 from keel.core.store import queries
 from keel.core.store.models import Alert, AlertCheck, DatasetVersion, MetricPoint, ModelVersion, PipelineRun, Prediction
 from keel.core.workspace import Workspace
@@ -152,6 +153,10 @@ def test_estimate_calibrates_on_the_newest_labelled_batches_production_scored(wo
     assert mar["estimate"]["calibration_source"] == "recent"
     assert mar["estimate"]["calibrated_on"] == [feb["dataset_version"]]
     assert mar["estimate"]["calibration_rows"] == feb_labelled > 2000, "every labelled row v1 scored in February"
+    # calibration "auto" (the default): the method that cross-validates better on those same rows
+    y, scores = calibration.calibration_rows(ws, {"id": v1.id}, "recent", [feb["dataset_version"]])
+    assert y.size == feb_labelled and mar["estimate"]["calibration"] == "auto"
+    assert mar["estimate"]["calibration_method"] == choose_calibration(y, scores)
     # the quarantined batch was never scored, so it calibrates nothing; the failed runs have no batch
     recent = calibration.recent_labelled(ws, {"id": v1.id}, "no-such-batch", "no-such-run")
     assert [b for b, _ in recent] == [mar["dataset_version"], feb["dataset_version"]]
@@ -168,8 +173,23 @@ def test_drop_alert_fires_after_k_of_n(world):
     assert alert.run_id == world["summaries"][2]["run_id"]
     assert world["summaries"][2]["alerts"] and world["summaries"][1]["alerts"] == [
         a for a in world["summaries"][1]["alerts"] if a["rule"] != "drop"]
-    posted = [p for p in inbox.received if "performance drop" in p["title"]]
+    posted = [p for p in inbox.received if p["title"].endswith(": performance drop")]  # not "estimated ..."
     assert len(posted) == 1 and "roc_auc" in posted[0]["message"]
+
+
+def test_drift_rules_weigh_the_drift_by_the_production_models_importance(world):
+    ws = world["ws"]
+    scored = [s for s in world["summaries"] if s["production_before"]]
+    with Session(ws.engine) as s:
+        importance = {mv.version: mv.importance for mv in s.exec(select(ModelVersion))}
+    weighted = [rules.weighted_drift(r["drift"]["features"], importance[r["production_before"]]) for r in scored]
+    drift = _checks(ws, "drift")
+    assert [c.value for c in drift] == pytest.approx(weighted) and all(w > 0 for w in weighted)
+    assert [c.breached for c in drift] == [w >= 0.5 for w in weighted]
+    effects = [r["drift"]["prediction"]["effect_size"] for r in scored]
+    assert [c.value for c in _checks(ws, "prediction_drift")] == pytest.approx(effects)
+    assert all(r["drift"]["drifted"] for r in scored) and not _checks(ws, "feature_drift"), \
+        "features drifted, but the per-feature rule is off by default: not even checked"
 
 
 def test_failed_runs_alert_once_they_persist(world):

@@ -92,7 +92,9 @@ def never_killed(demo_slices, tmp_path_factory, api_url) -> dict:
 
 
 @pytest.mark.slow  # keel run in subprocesses against a Prefect server, killed and run again
-@pytest.mark.parametrize("stage", ["ingest", "score", "train", "evaluate", "gate"])
+# killed from outside, in the middle of a stage's work (test_crash_points kills at every boundary and between
+# writes, from inside): the scoring and the training, the two stages with the most work to interrupt
+@pytest.mark.parametrize("stage", ["score", "train"])
 def test_run_killed_at_a_stage_restarts_to_the_same_state(stage, demo_slices, tmp_path, api_url, never_killed):
     killed = _project(tmp_path / "killed")
     _run(demo_slices[0], killed, api_url)

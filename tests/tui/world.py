@@ -112,7 +112,7 @@ def build(root: Path, approvers: list[str], monkeypatch: Any) -> Path:
         stage(run_id, "ingest", 35.5, detail={"dataset_id": ds["id"], "rows": ds["rows"]})
         records.update_run(ws, run_id, batch_id=ds["id"], production_before=production and production["id"])
         frame = pipeline.load_dataset(ws, ds["id"])
-        contract = pipeline.contract_for(frame, production, ws.cfg, ws.cfg.contract.ranges)
+        contract = pipeline.contract_for(frame, production, ws.cfg, ws.cfg.contract)
         checked = pipeline.validate_batch(ws, ds["id"], contract, ws.cfg.contract)
         stage(run_id, "validate", 48.0, detail={k: v for k, v in checked.items() if k != "bad"})
         records.record_quarantine(ws, ds["id"], checked["bad"], frame["customer"].to_list(), checked["batch_reason"])
