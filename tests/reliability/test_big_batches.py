@@ -38,3 +38,26 @@ def test_a_batch_of_several_prediction_chunks_stores_every_row_with_its_own_scor
     assert stored["row_id"].to_list() == written["row_id"].to_list()
     assert (stored["score"] - written["score"]).abs().max() < 1e-12  # each id beside its own score, at every boundary
     assert stored["label"].cast(pl.Int64).to_list() == written["label"].cast(pl.Int64).to_list()
+
+
+def test_a_retried_prediction_write_makes_its_rows_again_and_stores_every_one(ws, keel_home):
+    from keel.core.errors import StoreError
+    from keel.core.store.engine import bulk_insert_ignore
+
+    summary = score_batch(ws, world.make_batch(keel_home.parent, n=10, seed=3, name="small.parquet"))
+    with ws.engine.connect() as conn:
+        model_id = conn.execute(text("SELECT id FROM model_version WHERE version = 1")).scalar_one()
+    tries = []
+
+    def rows():  # noqa: ANN202 - the first try breaks off mid-way, as a dropped connection does
+        tries.append(1)
+        for i in range(3 * PREDICTION_CHUNK):
+            if len(tries) == 1 and i == PREDICTION_CHUNK:
+                raise StoreError("the connection to the store was dropped (test)", transient=True)
+            yield (summary["dataset_version"], f"x{i}", model_id, 0.5, 1, None, summary["run_id"])
+
+    bulk_insert_ignore(ws.engine, "prediction",
+                       ("dataset_id", "row_id", "model_version_id", "score", "label", "actual", "run_id"), rows)
+    with ws.engine.connect() as conn:
+        stored = conn.execute(text("SELECT count(*) FROM prediction WHERE row_id LIKE 'x%'")).scalar_one()
+    assert len(tries) == 2 and stored == 3 * PREDICTION_CHUNK
