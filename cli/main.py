@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from keel.core.errors import KeelError
+from keel.core.errors import KeelError, mask_secrets
 
 
 class KeelGroup(click.Group):
@@ -31,8 +31,8 @@ class KeelGroup(click.Group):
 
 def _fail(ctx: click.Context, message: str, code: int) -> None:
     if os.environ.get("KEEL_DEBUG") or (ctx.obj or {}).get("debug"):
-        traceback.print_exc()
-    first = message.strip().splitlines()[0] if message.strip() else "failed"
+        click.echo(mask_secrets(traceback.format_exc()).rstrip(), err=True)
+    first = mask_secrets(message.strip().splitlines()[0]) if message.strip() else "failed"
     click.echo(f"keel: {first}", err=True)
     sys.exit(code)
 

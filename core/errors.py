@@ -10,6 +10,7 @@ and look them up among the modules already imported, so this module imports none
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -165,18 +166,30 @@ def reason(exc: BaseException) -> str:
     if " at /" in text and ", line " in text:  # "Check failed: (num_data) > (0) at /src/io/dataset.cpp, line 44 ."
         text = text.split(" at /", 1)[0]
     text = text.split(" (Background on this error at:", 1)[0]  # SQLAlchemy's link to its error guide
-    return text[:200]
+    return mask_secrets(text)[:200]
 
 
 def mask_url(url: str) -> str:
     """``url`` with its password, if any, replaced by ``***``: safe to print and log."""
     scheme, sep, rest = url.partition("://")
-    if not sep or rest.startswith("/") or "@" not in rest:  # a local file (sqlite:////path) has no user part
+    if not sep:  # not a URL keel can parse (a missing scheme): still no password in "user:password@host"
+        head, at, host = url.rpartition("@")
+        return f"{head.split(':', 1)[0]}:***@{host}" if at and ":" in head and "/" not in head else url
+    if rest.startswith("/") or "@" not in rest:  # a local file (sqlite:////path) has no user part
         return url
     userinfo, host = rest.rsplit("@", 1)
     if ":" not in userinfo:
         return url
     return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*:)[^\s@'\"]+@")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the password of every URL in it (``scheme://user:password@host``) replaced by ``***``: for any
+    message that may quote a URL (a driver's, a library's) before it is printed, logged, shown or stored."""
+    return _USERINFO.sub(r"\g<head>***@", text) if "://" in text else text
 
 
 # The store: SQLAlchemy's wrappers and the drivers' own errors (bulk inserts use the driver directly).
@@ -188,7 +201,7 @@ STORE_FAILURES = (
 # this keel does not know (a newer store) and a folder that cannot be made.
 STORE_OPEN_FAILURES = (
     *STORE_FAILURES, "sqlalchemy.exc.ArgumentError", "sqlalchemy.exc.DatabaseError", "alembic.util.exc.CommandError",
-    "builtins.OSError",
+    "builtins.OSError", "builtins.ValueError",  # a URL whose port is not a number
 )
 _LOCKED = ("database is locked", "database table is locked", "lock not available", "could not obtain lock")
 _RACED = ("deadlock detected", "could not serialize access")

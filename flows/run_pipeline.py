@@ -23,7 +23,7 @@ from prefect.exceptions import Pause
 
 from keel.core.config import ContractConfig, DriftConfig
 from keel.core.data.features import Columns
-from keel.core.errors import KeelError
+from keel.core.errors import KeelError, mask_secrets
 from keel.core.faults import crash_point
 from keel.core.pipeline import run as book
 from keel.core.pipeline import stages as core
@@ -124,7 +124,7 @@ class Stages:
                 result = fn(*args)
         except BaseException as exc:
             records.record_stage(self.ws, self.run_id, name, "failed", False, self._ms(start),
-                                 {"error": str(exc)[:2000] or type(exc).__name__})
+                                 {"error": mask_secrets(str(exc))[:2000] or type(exc).__name__})
             raise
         crash_point(f"{name}:done")  # the stage's work is done, its row not yet written
         records.record_stage(self.ws, self.run_id, name, "completed", cached, self._ms(start),

@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from keel.core.errors import DataContractError, NotFound, UsageError
+from keel.core.errors import DataContractError, NotFound, UsageError, mask_secrets
 from keel.core.pipeline import stages as pipeline
 from keel.core.registry import transactions as registry
 from keel.core.store import records
@@ -41,7 +41,7 @@ def score_batch(ws: Workspace, path: str | Path, out: str | Path | None = None) 
         records.record_predictions(ws, ds["id"], ref["id"], ids, scores, actual, ws.cfg.monitor.threshold, run_id)
     except BaseException as exc:
         if not isinstance(exc, DataContractError):
-            records.finish_run(ws, run_id, "failed", error=str(exc)[:2000] or type(exc).__name__)
+            records.finish_run(ws, run_id, "failed", error=mask_secrets(str(exc))[:2000] or type(exc).__name__)
         raise
     summary = {"run_id": run_id, "model": ws.cfg.model, "model_version": ref["version"], "dataset_version": ds["id"],
                "rows": ds["rows"], "scored": len(ids), "skipped_rows": len(bad), "out": str(out) if out else None}

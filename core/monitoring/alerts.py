@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from keel.core.config import AlertsConfig
-from keel.core.errors import NotFound
+from keel.core.errors import NotFound, mask_secrets
 from keel.core.faults import crash_point
 from keel.core.store.engine import insert_ignore, session_scope, unit_of_work
 from keel.core.store.models import Alert, AlertCheck, utcnow
@@ -150,25 +150,32 @@ def _body(alert: Alert) -> str:
 
 
 def deliver(urls: list[str], title: str, body: str) -> tuple[bool, str | None]:
-    """Send through every Apprise URL; (True, None) when all took it, else (False, why). Never raises."""
+    """Send through every Apprise URL; (True, None) when all took it, else (False, why). Never raises.
+
+    Apprise's own log lines are captured, not printed: the reason is kept on the alert, and the terminal of the
+    run that raised the alert is not the place for them."""
     if not urls:
         return False, "no [alerts] urls configured"
+    quiet = logging.getLogger("apprise")
+    propagate, quiet.propagate = quiet.propagate, False
     try:
         import apprise
 
-        ap = apprise.Apprise()
-        bad = [i for i, url in enumerate(urls) if not ap.add(url)]
-        if bad:
-            return False, f"[alerts] urls entry {bad[0] + 1} is not a URL Apprise understands"
         with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
+            ap = apprise.Apprise()
+            bad = [i for i, url in enumerate(urls) if not ap.add(url)]
+            if bad:
+                return False, f"[alerts] urls entry {bad[0] + 1} is not a URL Apprise understands"
             ok = bool(ap.notify(title=title, body=body))
             logs = captured.getvalue().strip() if hasattr(captured, "getvalue") else ""
         if ok:
             return True, None
-        return False, (logs.splitlines()[-1][:500] if logs else "delivery failed")
+        return False, (mask_secrets(logs.splitlines()[-1])[:500] if logs else "delivery failed")
     except Exception as exc:  # delivery must never fail the run
-        log.warning("alert delivery failed: %s", exc)
-        return False, f"{type(exc).__name__}: {exc}"[:500]
+        log.warning("alert delivery failed: %s", mask_secrets(str(exc)))
+        return False, mask_secrets(f"{type(exc).__name__}: {exc}")[:500]
+    finally:
+        quiet.propagate = propagate
 
 
 # --- reading and acknowledging -------------------------------------------------------------------

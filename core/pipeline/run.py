@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from keel.core.errors import mask_secrets
 from keel.core.faults import crash_point
 from keel.core.jsonsafe import json_safe
 from keel.core.monitoring import hooks as monitoring
@@ -267,11 +268,11 @@ def finish(ws: Workspace, summary: RunSummary, plan: Plan, writes: Writes, statu
 
 def fail(ws: Workspace, summary: RunSummary, error: BaseException) -> str | None:
     """Record the run as failed and fire the failure rule; returns why alerting failed too, if it did."""
-    message = str(error)[:2000] or type(error).__name__
+    message = mask_secrets(str(error))[:2000] or type(error).__name__
     records.finish_run(ws, summary.run_id, "failed", error=message)
     try:
         monitoring.after_run(ws, summary.run_id, {"run_id": summary.run_id, "status": "failed", "error": message,
                                                   "model": summary.model, "batch": summary.batch})
     except Exception as exc:  # the run's own error is the one to report
-        return str(exc)
+        return mask_secrets(str(exc))
     return None

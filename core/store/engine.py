@@ -20,7 +20,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -169,13 +169,17 @@ __all__ = ["SQLModel", "dispose_engines", "get_engine", "insert_ignore", "sessio
 
 
 @unit_of_work
-def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str],
+                       rows: Sequence[tuple[Any, ...]] | Callable[[], Iterable[tuple[Any, ...]]]) -> None:
     """Insert many plain rows (already converted to driver types) in one transaction, skipping existing keys.
 
-    The fast path for predictions and metric points: the driver's own batch insert, no ORM per row.
+    The fast path for predictions and metric points: the driver's own batch insert, no ORM per row. `rows` may be
+    a function making the rows afresh: both drivers take them as they come (sqlite3's executemany, psycopg2's pages
+    of 5000), so millions of rows never exist at once, and a retry of the unit (below) makes them again.
     """
-    if not rows:
+    if isinstance(rows, Sequence) and not rows:
         return
+    values = rows() if callable(rows) else rows
     cols = ", ".join(columns)
     with map_exceptions(store_errors(str(engine.url))):  # the driver's own errors: SQLAlchemy is not in between
         raw = engine.raw_connection()
@@ -183,11 +187,11 @@ def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str], rows:
             cur = raw.cursor()
             if engine.dialect.name == "sqlite":
                 marks = ", ".join("?" for _ in columns)
-                cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", rows)
+                cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", values)  # type: ignore[arg-type]  # sqlite3 takes any iterable
             else:
                 from psycopg2.extras import execute_values
 
-                execute_values(cur, f"INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING", rows,
+                execute_values(cur, f"INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING", values,
                                page_size=5000)
             raw.commit()
         except BaseException:

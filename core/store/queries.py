@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import case, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
@@ -426,15 +426,20 @@ def alerts_page(engine: Engine, open_only: bool = True, model: str | None = None
         return _page(rows, total, more, offset)
 
 
+def _flag(column: Any) -> Any:
+    """A boolean column as 1 or 0: PostgreSQL has no max() or sum() of booleans (SQLite stores them as integers)."""
+    return case((column == True, 1), else_=0)  # noqa: E712
+
+
 @unit_of_work
 def quarantine_page(engine: Engine, limit: int = 100, offset: int = 0) -> dict[str, Any]:
     """Quarantined batches, newest first: rows held back, whether the whole batch was, one reason."""
     with Session(engine) as session:
         # sqlmodel types select() for at most four columns; six are fine at run time
         grouped = (select(Quarantine.dataset_id, func.count().label("rows"),  # type: ignore[call-overload]
-                          func.max(Quarantine.whole_batch).label("whole"), func.min(Quarantine.reason).label("reason"),
-                          func.max(Quarantine.created_at).label("at"),
-                          func.sum(Quarantine.replayed).label("replayed"))
+                          func.max(_flag(Quarantine.whole_batch)).label("whole"),
+                          func.min(Quarantine.reason).label("reason"), func.max(Quarantine.created_at).label("at"),
+                          func.sum(_flag(Quarantine.replayed)).label("replayed"))
                    .group_by(Quarantine.dataset_id))
         found = session.exec(grouped.order_by(func.max(Quarantine.created_at).desc(), col(Quarantine.dataset_id))
                              .offset(offset).limit(limit)).all()

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Iterator, Sequence
 from datetime import UTC
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import col, func, select
@@ -179,12 +182,27 @@ def quarantined_rows(ws: Workspace, dataset_id: str) -> list[int]:
         ).all())
 
 
-def record_predictions(ws: Workspace, dataset_id: str, model_version_id: int, ids: list[str], scores: np.ndarray,
-                       actual: np.ndarray, threshold: float, run_id: str) -> None:
-    labels = (scores >= threshold).astype(int).tolist()
-    act = [None if math.isnan(a) else int(a) for a in actual.tolist()]
-    rows = [(dataset_id, i, model_version_id, s, lab, a, run_id)
-            for i, s, lab, a in zip(ids, scores.tolist(), labels, act, strict=True)]
+PREDICTION_CHUNK = 50_000
+
+
+def record_predictions(ws: Workspace, dataset_id: str, model_version_id: int, ids: Sequence[str] | pl.Series,
+                       scores: np.ndarray, actual: np.ndarray, threshold: float, run_id: str) -> None:
+    """One row per scored row, in one transaction. The rows are made PREDICTION_CHUNK at a time as the driver takes
+    them (afresh if the write is retried), so a 10M-row batch never exists as 10M Python tuples at once."""
+    if not len(ids) == len(scores) == len(actual):
+        raise ValueError(f"{len(ids)} ids, {len(scores)} scores and {len(actual)} labels do not line up")
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for start in range(0, len(scores), PREDICTION_CHUNK):
+            part = slice(start, start + PREDICTION_CHUNK)
+            chunk = ids[part]
+            names = chunk.to_list() if isinstance(chunk, pl.Series) else list(chunk)
+            s = scores[part]
+            labels = (s >= threshold).astype(int).tolist()
+            act = [None if math.isnan(a) else int(a) for a in actual[part].tolist()]
+            yield from zip(repeat(dataset_id), names, repeat(model_version_id), s.tolist(), labels, act,
+                           repeat(run_id))
+
     bulk_insert_ignore(ws.engine, "prediction",
                        ("dataset_id", "row_id", "model_version_id", "score", "label", "actual", "run_id"), rows)
 

@@ -22,6 +22,7 @@ from keel.core.errors import (
     PrefectError,
     StoreError,
     map_exceptions,
+    mask_secrets,
     mask_url,
 )
 
@@ -84,9 +85,23 @@ def test_a_library_that_is_not_imported_is_not_imported_to_check():
     ("postgresql://keel@db/keel", "postgresql://keel@db/keel"),
     ("sqlite:////home/ops@corp/.keel/keel.db", "sqlite:////home/ops@corp/.keel/keel.db"),
     ("sqlite:///.keel/keel.db?timeout=5", "sqlite:///.keel/keel.db?timeout=5"),
+    ("keel:s3cret@db/keel", "keel:***@db/keel"),  # no scheme: not a URL SQLAlchemy parses, still masked
+    ("/srv/ops@corp/keel.db", "/srv/ops@corp/keel.db"),
 ])
 def test_store_urls_are_shown_with_the_password_masked(url, shown):
     assert mask_url(url) == shown
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("Could not parse SQLAlchemy URL from string 'postgresql://keel:s3cret@db:port/x'",
+     "Could not parse SQLAlchemy URL from string 'postgresql://keel:***@db:port/x'"),
+    ("send to mailtos://ops:s3cret@mail.corp/?to=a@b.c and json://u:s3cret@hook:1/x failed",
+     "send to mailtos://ops:***@mail.corp/?to=a@b.c and json://u:***@hook:1/x failed"),
+    ("the store at postgresql://keel@db/keel and sqlite:////home/ops@corp/keel.db", None),
+    ("no url here: user:s3cret@host", None),
+])
+def test_every_url_password_in_a_message_is_masked(text, shown):
+    assert mask_secrets(text) == (shown or text)
 
 
 def test_a_locked_sqlite_store_is_named_in_one_line(tmp_path):

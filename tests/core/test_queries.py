@@ -63,3 +63,27 @@ def test_alert_ack_records_who_once(keel_home):
     assert queries.alerts_page(engine)["total"] == 0
     assert queries.alerts_page(engine, open_only=False)["rows"][0]["acked_by"] == "ops"
     assert MetricPoint.__tablename__ == "metric_point"
+
+
+def test_quarantine_page_counts_whole_batches_and_replays_on_sqlite_and_postgresql(keel_home):
+    from postgres_db import fresh_database
+
+    from keel.core.store.engine import get_engine
+    from keel.core.store.models import Quarantine
+    from keel.core.workspace import open_store
+
+    rows = [{"dataset_id": "d1", "row_index": -1, "reason": "too many bad rows", "whole_batch": True, "replayed": True},
+            {"dataset_id": "d1", "row_index": 3, "reason": "humid out of range", "whole_batch": False, "replayed": True},
+            {"dataset_id": "d2", "row_index": 5, "reason": "label not in [0, 1]", "whole_batch": False, "replayed": False}]
+
+    def check(engine) -> None:  # noqa: ANN001
+        with engine.begin() as conn:
+            conn.execute(insert(Quarantine), rows)
+        page = {r["dataset_id"]: r for r in queries.quarantine_page(engine)["rows"]}
+        assert (page["d1"]["whole_batch"], page["d1"]["rows"], page["d1"]["replayed"]) == (True, 1, 2)
+        assert (page["d2"]["whole_batch"], page["d2"]["rows"], page["d2"]["replayed"]) == (False, 1, 0)
+        assert page["d1"]["reason"] == "too many bad rows"
+
+    check(open_store())
+    with fresh_database("keel_quarantine") as url:  # PostgreSQL has no max() or sum() of booleans
+        check(get_engine(url))

@@ -11,12 +11,12 @@ from textual.widgets import Button, Static
 
 def describe(error: BaseException) -> tuple[str, str]:
     """(title, message) for any error: keel's own carry a title; others are named plainly."""
-    from keel.core.errors import KeelError
+    from keel.core.errors import KeelError, mask_secrets
 
     if isinstance(error, KeelError):
-        return error.title, error.message
+        return error.title, mask_secrets(error.message)
     first = (str(error).strip().splitlines() or [""])[0]
-    return "Unexpected error", f"{type(error).__name__}: {first}"[:500]
+    return "Unexpected error", mask_secrets(f"{type(error).__name__}: {first}")[:500]
 
 
 class ErrorModal(ModalScreen[None]):
