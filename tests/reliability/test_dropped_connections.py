@@ -180,23 +180,32 @@ def _hold_write_lock(db_path: Path, seconds: float, times: int, stop: threading.
         db.close()
 
 
+def _second_batch_under_lock(demo_slices, tmp_path: Path, api_url: str, seconds: float, times: int,
+                             **env: str) -> tuple[Path, str, subprocess.Popen, str, list[float]]:
+    """The first batch run on a SQLite store with a 1 s busy timeout, then the second with another process taking
+    the store's write lock `times` times for `seconds` each from its ingest on: the home, the store URL, the
+    finished process, its stderr and how long each hold lasted."""
+    home = _project(tmp_path / "project")
+    url = _sqlite_url(home, "?timeout=1")
+    _run(demo_slices[0], home, api_url, KEEL_DATABASE_URL=url)
+    proc = _start(demo_slices[1], home, api_url, KEEL_DATABASE_URL=url, **env)
+    _wait_for_stage(proc, url, "ingest")
+    stop, holds = threading.Event(), []
+    holder = threading.Thread(target=_hold_write_lock, args=(home / "keel.db", seconds, times, stop, holds))
+    holder.start()
+    try:
+        _, err = proc.communicate(timeout=600)
+    finally:
+        stop.set()
+        holder.join()
+    return home, url, proc, err, holds
+
+
 def test_a_run_on_a_sqlite_store_locked_by_another_writer_waits_and_completes(
         demo_slices, tmp_path, api_url, untroubled):
     """From ingest on, another process takes SQLite's write lock three times for 3 s (three times the store's 1 s
     busy timeout): each write refused as locked is tried again with backoff, and the run completes."""
-    home = _project(tmp_path / "project")
-    url = _sqlite_url(home, "?timeout=1")
-    _run(demo_slices[0], home, api_url, KEEL_DATABASE_URL=url)
-    proc = _start(demo_slices[1], home, api_url, KEEL_DATABASE_URL=url)
-    _wait_for_stage(proc, url, "ingest")
-    stop, holds = threading.Event(), []
-    holder = threading.Thread(target=_hold_write_lock, args=(home / "keel.db", 3.0, 3, stop, holds))
-    holder.start()
-    try:
-        out, err = proc.communicate(timeout=600)
-    finally:
-        stop.set()
-        holder.join()
+    home, url, proc, err, holds = _second_batch_under_lock(demo_slices, tmp_path, api_url, seconds=3.0, times=3)
     assert proc.returncode == 0, err
     print(f"write lock held {len(holds)} times for {sum(holds):.1f} s; units tried again: {err.count('trying again')}")
     assert holds, "the lock was never held"
@@ -210,19 +219,8 @@ def test_a_run_whose_store_stays_locked_beyond_its_retries_fails_in_one_line_and
     """The lock held from ingest until the run gives up (one retry allowed): the run fails with one line naming
     the locked store, and once the lock is gone the rerun of the batch completes to a never-troubled run's
     store, apart from the failed run's own row (a dead letter)."""
-    home = _project(tmp_path / "project")
-    url = _sqlite_url(home, "?timeout=1")
-    _run(demo_slices[0], home, api_url, KEEL_DATABASE_URL=url)
-    proc = _start(demo_slices[1], home, api_url, KEEL_DATABASE_URL=url, KEEL_STORE_RETRIES="1")
-    _wait_for_stage(proc, url, "ingest")
-    stop, holds = threading.Event(), []
-    holder = threading.Thread(target=_hold_write_lock, args=(home / "keel.db", 120.0, 1, stop, holds))
-    holder.start()
-    try:
-        out, err = proc.communicate(timeout=600)
-    finally:
-        stop.set()
-        holder.join()
+    home, url, proc, err, _ = _second_batch_under_lock(demo_slices, tmp_path, api_url, seconds=120.0, times=1,
+                                                       KEEL_STORE_RETRIES="1")
     assert proc.returncode == 1, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("keel: the store at ") and "is locked by another writer" in last, err
