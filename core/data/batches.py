@@ -8,6 +8,7 @@ import io
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,17 +124,18 @@ def read_batch(path: str | Path, name: object = None) -> pl.DataFrame:
     return frame
 
 
-def short_rows(data: bytes, frame: pl.DataFrame) -> list[tuple[int, str]]:
+def short_rows(frame: pl.DataFrame, data: Callable[[], bytes]) -> list[tuple[int, str]]:
     """The rows of a CSV batch that have fewer fields than its header (a line cut short, a blank line), as
-    (row, reason): the reader fills them with nulls, which would pass for missing values.
+    (row, reason): the reader fills them with nulls, which would pass for missing values. ``data`` gives the
+    file's bytes.
 
-    Free for a batch without such rows: a short row always leaves the last column null, so the lines are
-    counted only when that column has nulls."""
+    Free for a batch without such rows: a short row always leaves the last column null, so the bytes are read
+    and the lines counted only when that column has nulls."""
     if not frame.width or frame[frame.columns[-1]].null_count() == 0:
         return []
     import csv
 
-    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    reader = csv.reader(io.StringIO(data().decode("utf-8", errors="replace"), newline=""))
     width = len(next(reader, []))
     bad, count = [], 0
     for count, record in enumerate(reader, start=1):

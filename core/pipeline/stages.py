@@ -29,6 +29,7 @@ from keel.core.data.features import ColumnRoles, FeatureSpec, feature_spec, labe
 from keel.core.errors import DataError
 from keel.core.faults import crash_point
 from keel.core.memo import Memo
+from keel.core.pipeline.holdout import split
 from keel.core.store import records
 from keel.core.store.engine import unit_of_work
 from keel.core.store.models import DatasetVersion, ModelVersion, PipelineRun
@@ -188,12 +189,10 @@ def contract_for(frame: pl.DataFrame, production: dict[str, Any] | None, columns
 def validate_batch(ws: Workspace, dataset_id: str, contract: dict[str, Any], rules: ContractConfig) -> dict[str, Any]:
     """The batch against the contract under keel.toml's [contract] limits: bad rows, or a reason to reject it."""
     frame = load_dataset(ws, dataset_id)
-    short: list[tuple[int, str]] = []
-    if frame.width and frame[frame.columns[-1]].null_count():  # a CSV line cut short leaves the last column null
-        with ws.session() as session:
-            dv = session.get(DatasetVersion, dataset_id)
-        if dv is not None and dv.format == "csv":
-            short = short_rows(ws.artifacts.read_verified(dv.artifact_uri, dataset_id), frame)
+    with ws.session() as session:
+        dv = session.get(DatasetVersion, dataset_id)
+    short = (short_rows(frame, lambda: ws.artifacts.read_verified(dv.artifact_uri, dataset_id))
+             if dv is not None and dv.format == "csv" else [])
     result = validate(frame, Contract.from_dict(contract), rules, short)
     return {**result.to_dict(), "bad": result.bad}
 
@@ -309,8 +308,6 @@ def training_window(ws: Workspace, current_id: str) -> list[str]:
 def make_training_sets(ws: Workspace, window: list[str]) -> dict[str, Any]:
     """Training set and holdout from the labelled good rows of the window, under [retrain] holdout: the newest
     batch's last days with training strictly before them, or rows drawn at random (keel.core.pipeline.holdout)."""
-    from keel.core.pipeline.holdout import split
-
     rc = ws.cfg.retrain
     parts = []
     for dataset_id in window:

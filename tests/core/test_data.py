@@ -112,13 +112,13 @@ def test_short_csv_lines_are_bad_rows_not_silent_nulls():
     data = b'i,x,y\n1,0.5,1\n2,0.7\n\n"4",0.1,0\n5,,1\n'
     frame = pl.read_csv(data, infer_schema_length=None, null_values=["", "NA"])
     assert frame.height == 5 and frame["y"].null_count() == 2  # polars fills the cut line and the blank one
-    short = short_rows(data, frame)
+    short = short_rows(frame, lambda: data)
     assert short == [(1, "short line: 2 of 3 fields"), (2, "short line: a blank line")]  # row 4's empty x is a value
     cfg = _contract_cfg(max_bad_share=0.5)
     contract = learn_contract(frame, feature_spec(cfg, frame))
     assert set(short) <= set(validate(frame, contract, cfg.contract, short).bad)
     whole = b"i,x,y\n1,0.5,1\n2,0.7,0\n"
-    assert short_rows(whole, pl.read_csv(whole)) == []
+    assert short_rows(pl.read_csv(whole), lambda: whole) == []
 
 
 def test_an_empty_declared_category_set_is_refused():
