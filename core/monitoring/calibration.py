@@ -7,11 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sqlmodel import col, func, select
+from sqlalchemy import text
+from sqlmodel import col, select
 
 from keel.core.memo import Memo
 from keel.core.store.engine import unit_of_work
-from keel.core.store.models import PipelineRun, Prediction
+from keel.core.store.models import PipelineRun
 from keel.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,15 @@ def recent_labelled(ws: Workspace, production: dict[str, Any], dataset_id: str, 
     share of the newest training batch that shares days (and weather, and congestion) with the rows it
     was fitted on. Labels may have come with the batch or later (`keel labels`).
     """
-    found: list[tuple[str, int]] = []
+    return [(batch, int(y.size)) for batch, (y, _) in _recent_rows(ws, production, dataset_id, run_id)]
+
+
+@unit_of_work
+def _recent_rows(ws: Workspace, production: dict[str, Any], dataset_id: str,
+                 run_id: str) -> list[tuple[str, tuple[np.ndarray, np.ndarray]]]:
+    """:func:`recent_labelled`'s batches with their (labels, scores): each batch's rows are read once, and their
+    number is the batch's count (no count query before the read)."""
+    found: list[tuple[str, tuple[np.ndarray, np.ndarray]]] = []
     with ws.session() as session:
         started = session.exec(select(PipelineRun.started_at).where(PipelineRun.id == run_id)).first()
         query = select(PipelineRun.batch_id).where(
@@ -44,15 +53,35 @@ def recent_labelled(ws: Workspace, production: dict[str, Any], dataset_id: str, 
         # the newest few only: a model whose labels never come must not make every run count them all
         batches = session.exec(query.order_by(col(PipelineRun.started_at).desc())
                                .limit(RECENT_LOOKBACK * ws.cfg.monitor.calibration_batches)).all()
+        conn = session.connection()
         for batch in dict.fromkeys(batches):
-            labelled = session.exec(select(func.count()).select_from(Prediction).where(
-                Prediction.dataset_id == batch, Prediction.model_version_id == production["id"],
-                col(Prediction.actual).is_not(None))).one()
-            if labelled and batch is not None:
-                found.append((batch, int(labelled)))
+            if batch is None:
+                continue
+            rows = _labelled_predictions(conn, batch, production["id"])
+            if rows[0].size:
+                found.append((batch, rows))
             if len(found) == ws.cfg.monitor.calibration_batches:
                 break
     return found
+
+
+_LABELLED = text("SELECT actual, score FROM prediction WHERE dataset_id = :dataset_id "
+                 "AND model_version_id = :model_version_id AND actual IS NOT NULL")
+
+
+def _labelled_predictions(conn: Any, dataset_id: str, model_version_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) of the model's stored predictions of one batch whose label is known, in the order of the
+    prediction table's key (row id). Read as plain tuples into one array: ORM rows cost twice the read itself."""
+    result = conn.execute(_LABELLED, {"dataset_id": dataset_id, "model_version_id": model_version_id})
+    data = np.array([tuple(r) for r in result], dtype=np.float64).reshape(-1, 2)
+    return data[:, 0].copy(), data[:, 1].copy()
+
+
+def _joined(parts: list[tuple[str, tuple[np.ndarray, np.ndarray]]]) -> tuple[np.ndarray, np.ndarray]:
+    """The batches' rows as one (labels, scores), batches in the order of their ids: the order the store's key
+    gives one query over all of them, so the calibration sees its rows in the same order however they were read."""
+    ordered = [rows for _, rows in sorted(parts, key=lambda p: p[0])]
+    return np.concatenate([y for y, _ in ordered]), np.concatenate([s for _, s in ordered])
 
 
 def _fit(ws: Workspace, key: tuple[Any, ...], data: Callable[[], tuple[np.ndarray, np.ndarray]]) -> Any:
@@ -77,12 +106,12 @@ def calibrator_for(ws: Workspace, production: dict[str, Any], dataset_id: str,
     from keel.core.errors import DataError
 
     base = (ws.settings.db_url, production["sha256"], ws.cfg.monitor.calibration)
-    recent = recent_labelled(ws, production, dataset_id, run_id) if ws.cfg.monitor.calibrate_on == "recent" else []
+    rows = _recent_rows(ws, production, dataset_id, run_id) if ws.cfg.monitor.calibrate_on == "recent" else []
+    recent = [(b, int(y.size)) for b, (y, _) in rows]
     if sum(n for _, n in recent) >= MIN_CALIBRATION_ROWS:
         ids = [b for b, _ in recent]
         try:
-            return _fit(ws, (*base, tuple(recent)), lambda: calibration_rows(ws, production, "recent", ids)), \
-                "recent", ids
+            return _fit(ws, (*base, tuple(recent)), lambda: _joined(rows)), "recent", ids
         except DataError as exc:  # one class only, say: the holdout serves
             log.info("calibration on recent batches failed (%s): using the training holdout", exc)
     holdout = production["holdout_dataset_id"]
@@ -99,10 +128,8 @@ def calibration_rows(ws: Workspace, production: dict[str, Any], source: str,
 
     if source == "recent":
         with ws.session() as session:
-            rows = session.exec(select(Prediction.actual, Prediction.score).where(
-                col(Prediction.dataset_id).in_(ids), Prediction.model_version_id == production["id"],
-                col(Prediction.actual).is_not(None))).all()
-        return np.array([r[0] for r in rows], dtype=np.float64), np.array([r[1] for r in rows], dtype=np.float64)
+            conn = session.connection()
+            return _joined([(b, _labelled_predictions(conn, b, production["id"])) for b in dict.fromkeys(ids)])
     (holdout,) = ids
     y = label_array(pipeline.load_dataset(ws, holdout), pipeline.spec_of(production))
     return y, pipeline.score(ws, holdout, production, [])
