@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import col
 
 from keel.core.model.evaluate import HIGHER_IS_BETTER
@@ -60,11 +60,18 @@ def store_points(ws: Workspace, model_version_id: int, dataset_id: str, scope: s
     """Insert or update the metric points of one model on one dataset, thresholds and alert flags set."""
     flagged = breaches(values, limits)
     records.record_metrics(ws, model_version_id, dataset_id, scope, values, run_id, limits, flagged)
-    with ws.session() as session:  # record_metrics keeps the first row: bring existing ones up to date
-        for name, value in values.items():
-            lo, hi = limits.get(name, (None, None))
-            session.execute(update(MetricPoint).where(
-                col(MetricPoint.model_version_id) == model_version_id, col(MetricPoint.dataset_id) == dataset_id,
-                col(MetricPoint.scope) == scope, col(MetricPoint.name) == name,
-            ).values(value=records.clean(value), lower=lo, upper=hi, alert=name in flagged))
+    if not values:
+        return flagged
+    # record_metrics keeps the first row: bring existing ones up to date, in one statement run for every metric
+    stmt = update(MetricPoint).where(
+        col(MetricPoint.model_version_id) == bindparam("k_model"), col(MetricPoint.dataset_id) == bindparam("k_dataset"),
+        col(MetricPoint.scope) == bindparam("k_scope"), col(MetricPoint.name) == bindparam("k_name"),
+    ).values(value=bindparam("v_value"), lower=bindparam("v_lower"), upper=bindparam("v_upper"),
+             alert=bindparam("v_alert")).execution_options(synchronize_session=False)
+    params = [{"k_model": model_version_id, "k_dataset": dataset_id, "k_scope": scope, "k_name": name,
+               "v_value": records.clean(value), "v_lower": limits.get(name, (None, None))[0],
+               "v_upper": limits.get(name, (None, None))[1], "v_alert": name in flagged}
+              for name, value in values.items()]
+    with ws.session() as session:
+        session.connection().execute(stmt, params)
     return flagged
