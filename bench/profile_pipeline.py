@@ -7,7 +7,10 @@ Samples of Prefect's temporary server (a uvicorn subprocess) are counted apart: 
 with keel for the two cores, idle ones (waiting in the event loop) cost nothing.
 
 Needs py-spy (pip install py-spy); run as root or with ptrace allowed.
-Run:  PYTHONPATH=. python bench/profile_pipeline.py [--months 12] [--rate 50] [--keep DIR]
+With --warm, a long-lived server (`keel server start`, untimed) serves the runs instead, as in bench/pipeline.py's
+long-lived part: the profile is then of keel's per-batch cost alone (its flow runs and tasks against a running server).
+
+Run:  PYTHONPATH=. python bench/profile_pipeline.py [--months 12] [--rate 50] [--keep DIR] [--warm]
 """
 
 from __future__ import annotations
@@ -297,6 +300,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="work folder to keep (raw profiles stay there)")
     parser.add_argument("--what-if", default="", help=f"instead of profiling, compare: {', '.join(WHAT_IFS)}")
     parser.add_argument("--pairs", type=int, default=2, help="alternated cached reruns per side (--what-if)")
+    parser.add_argument("--warm", action="store_true", help="profile with a long-lived server (keel server start)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from keel.core.data.demo import write_batches
@@ -312,12 +316,21 @@ def main() -> None:
 
         src = snapshot(work)
         home = new_home(work, "profile", batches)
-        for name in ("cold", "rerun"):
-            raw = work / f"{name}.raw"
-            cmd = [sys.executable, str(BENCH), "--worker", "keel", "--out", str(work / f"{name}.json"),
-                   "--months", str(args.months)]
-            profile(cmd, keel_env(home, src=src), home.parent, raw, args.rate)
-            show(f"keel {name}", raw, args.rate)
+        env = keel_env(home, src=src)
+        if args.warm:
+            subprocess.run([sys.executable, "-m", "keel", "server", "start"], env=env, cwd=home.parent, check=True,
+                           stdout=subprocess.DEVNULL)
+        try:
+            for name in ("cold", "rerun"):
+                raw = work / f"{name}.raw"
+                cmd = [sys.executable, str(BENCH), "--worker", "keel", "--out", str(work / f"{name}.json"),
+                       "--months", str(args.months)]
+                profile(cmd, env, home.parent, raw, args.rate)
+                show(f"keel {name}" + (" (long-lived server)" if args.warm else ""), raw, args.rate)
+        finally:
+            if args.warm:
+                subprocess.run([sys.executable, "-m", "keel", "server", "stop"], env=env, cwd=home.parent,
+                               stdout=subprocess.DEVNULL)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
