@@ -229,6 +229,10 @@ def _decide_and_retrain(ws: Workspace, wsref: str, run: book.RunSummary, plan: b
         run.decision, run.reasons = ("kept" if production else "none"), why
         return book.finish(ws, run, plan, writes, "completed")
 
+    if not plan.replay:  # the training process starts now and imports LightGBM while the training set is built
+        from keel.core.model.fit import warm_up
+
+        warm_up()
     run.window = plan.prior_summary().get("window") or core.training_window(ws, ds["id"])
     sets = stage("datasets", datasets, wsref, run.window, detail=lambda r: {**r, "window": run.window})
     params, rounds = _params(cfg.retrain.params, cfg.retrain.seed), cfg.retrain.num_boost_round
