@@ -71,9 +71,13 @@ _LABELLED = text("SELECT actual, score FROM prediction WHERE dataset_id = :datas
 
 def _labelled_predictions(conn: Any, dataset_id: str, model_version_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(labels, scores) of the model's stored predictions of one batch whose label is known, in the order of the
-    prediction table's key (row id). Read as plain tuples into one array: ORM rows cost twice the read itself."""
+    prediction table's key (row id). The driver's own tuples go into one array: ORM rows cost twice the read itself,
+    and SQLAlchemy's rows fetched one by one about as much again."""
     result = conn.execute(_LABELLED, {"dataset_id": dataset_id, "model_version_id": model_version_id})
-    data = np.array([tuple(r) for r in result], dtype=np.float64).reshape(-1, 2)
+    try:
+        data = np.array(result.cursor.fetchall(), dtype=np.float64).reshape(-1, 2)
+    finally:
+        result.close()
     return data[:, 0].copy(), data[:, 1].copy()
 
 
