@@ -176,6 +176,8 @@ def _stages(ws: Workspace, wsref: str, run: book.RunSummary) -> dict[str, Any]:
     writes = book.writes_for(ws, run.run_id, plan)  # a replay's writes write nothing
     production = plan.production
     crash_point("plan:made")
+    if production is not None:  # the estimate's calibration fits beside validation, scoring and drift
+        writes.prepare_estimate(ds["id"], production)
 
     contract = core.contract_for(core.load_dataset(ws, ds["id"]), production, cfg, cfg.contract)
     checked = stage("validate", validate, wsref, ds["id"], contract, cfg.contract.model_dump(),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -20,15 +22,37 @@ from keel.core.workspace import Workspace
 log = logging.getLogger(__name__)
 
 
+def _estimated(ws: Workspace, production: dict[str, Any]) -> bool:
+    return bool(ws.cfg.monitor.estimate and production.get("holdout_dataset_id"))
+
+
+_CALIBRATION: dict[int, ThreadPoolExecutor] = {}  # per process: a forked child has none of its parent's threads
+
+
+def start_calibration(ws: Workspace, production: dict[str, Any], dataset_id: str, run_id: str) -> Future[Any] | None:
+    """Start fitting the estimate's calibration (:func:`calibrator_for`) in a background thread, for
+    :func:`after_scoring` to take. It only reads what earlier runs stored (their labelled predictions, or the
+    training holdout), so it can run beside this run's validation, scoring and drift tests: its reads release
+    the GIL in SQLite and its fit in numpy, and the machine's other core does them."""
+    if not _estimated(ws, production):
+        return None
+    pid = os.getpid()
+    if pid not in _CALIBRATION:
+        _CALIBRATION[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-calibration")
+    return _CALIBRATION[pid].submit(calibrator_for, ws, production, dataset_id, run_id)
+
+
 def after_scoring(ws: Workspace, dataset_id: str, production: dict[str, Any], scores: np.ndarray,
-                  run_id: str) -> dict[str, Any] | None:
-    """Label-free performance estimate (CBPE) of the production model on this batch, stored as metric points."""
-    if not ws.cfg.monitor.estimate or not production.get("holdout_dataset_id"):
+                  run_id: str, calibration: Future[Any] | None = None) -> dict[str, Any] | None:
+    """Label-free performance estimate (CBPE) of the production model on this batch, stored as metric points.
+    ``calibration``: the calibration :func:`start_calibration` started for this run (else it is fitted here)."""
+    if not _estimated(ws, production):
         return None
     from keel.core.monitoring.estimate import ESTIMATED, estimate_metrics
 
     try:
-        calibrator, source, calibrated_on = calibrator_for(ws, production, dataset_id, run_id)
+        calibrator, source, calibrated_on = (calibration.result() if calibration is not None
+                                             else calibrator_for(ws, production, dataset_id, run_id))
         est = estimate_metrics(np.asarray(scores), calibrator, ws.cfg.monitor.threshold, ws.cfg.monitor.prior_shift)
     except Exception as exc:  # the estimate is advice: it never fails the run, but says why it is missing
         log.warning("label-free estimate failed: %s", exc)

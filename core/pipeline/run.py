@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,6 +122,11 @@ class Writes:
 
     def __init__(self, ws: Workspace, run_id: str) -> None:
         self.ws, self.run_id = ws, run_id
+        self._calibration: Future[Any] | None = None
+
+    def prepare_estimate(self, dataset_id: str, production: dict[str, Any]) -> None:
+        """Start the label-free estimate's calibration now, in the background (it reads only earlier runs' rows)."""
+        self._calibration = monitoring.start_calibration(self.ws, production, dataset_id, self.run_id)
 
     def quarantine(self, dataset_id: str, checked: dict[str, Any], id_column: str | None) -> None:
         frame = stages.load_dataset(self.ws, dataset_id)
@@ -136,7 +142,8 @@ class Writes:
         records.record_drift(self.ws, dataset_id, reference_id, stages.digest(settings), self.run_id, report)
 
     def estimate(self, dataset_id: str, production: dict[str, Any], scores: np.ndarray) -> dict[str, Any] | None:
-        return monitoring.after_scoring(self.ws, dataset_id, production, scores, self.run_id)
+        calibration, self._calibration = self._calibration, None
+        return monitoring.after_scoring(self.ws, dataset_id, production, scores, self.run_id, calibration)
 
     def metrics(self, production: dict[str, Any], dataset_id: str, metrics: dict[str, Any] | None) -> None:
         if metrics:
@@ -156,6 +163,9 @@ class ReplayWrites(Writes):
     def __init__(self, ws: Workspace, run_id: str, prior: PipelineRun) -> None:
         super().__init__(ws, run_id)
         self.prior = prior
+
+    def prepare_estimate(self, dataset_id: str, production: dict[str, Any]) -> None:
+        return None
 
     def quarantine(self, dataset_id: str, checked: dict[str, Any], id_column: str | None) -> None:
         return None
