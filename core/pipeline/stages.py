@@ -164,10 +164,22 @@ def version_ref(ws: Workspace, version_id: int | None) -> dict[str, Any] | None:
         return model_ref(mv) if mv else None
 
 
+_BOOSTERS: Memo[Any] = Memo(4)
+
+
 def load_model(ws: Workspace, ref: dict[str, Any]) -> Any:
+    """The model version's booster. Its artifact is read and its SHA-256 verified on every load; parsing the text
+    (about 70 ms for the demo's models) is done once per process for each SHA-256: the same bytes give the same
+    model."""
+    text = ws.artifacts.read_verified(ref["uri"], ref["sha256"]).decode()
+    return parsed_model(ref["sha256"], text)
+
+
+def parsed_model(sha256: str, text: str) -> Any:
+    """The booster of a model text whose SHA-256 is ``sha256``, parsed once per process."""
     from keel.core.model.train import load_booster
 
-    return load_booster(ws.artifacts.read_verified(ref["uri"], ref["sha256"]).decode())
+    return _BOOSTERS.get(sha256, lambda: load_booster(text))
 
 
 def spec_of(ref: dict[str, Any]) -> FeatureSpec:
@@ -343,12 +355,14 @@ def evaluate(ws: Workspace, holdout_id: str, candidate: dict[str, Any], producti
     """Candidate (and production) on the same holdout: metrics at the [monitor] threshold and the paired
     comparison at the [gate] alpha with n_boot bootstrap resamples."""
     from keel.core.model.evaluate import classification_metrics, compare_models
-    from keel.core.model.train import load_booster, predict
+    from keel.core.model.train import predict
 
     frame = load_dataset(ws, holdout_id)
     spec = FeatureSpec(**candidate["spec"])
     y = label_array(frame, spec).astype(int)
-    cand_p = predict(load_booster(candidate["text"]), frame, spec, candidate["categories"])
+    text = candidate["text"]
+    cand_p = predict(parsed_model(hashlib.sha256(text.encode()).hexdigest(), text), frame, spec,
+                     candidate["categories"])
     out: dict[str, Any] = {"candidate": classification_metrics(y, cand_p, threshold)}
     if production is not None:
         prod_p = predict(load_model(ws, production), frame, spec_of(production), production["categories"])
