@@ -44,8 +44,10 @@ def clean(value: Any) -> Any:
 
 
 @unit_of_work
-def start_run(ws: Workspace, source: str, flow_run_id: str | None, flow: str = "run_pipeline") -> str:
-    """A new run row; a flow run that comes back (resumed after a suspension) keeps the row it had."""
+def start_run(ws: Workspace, source: str, flow_run_id: str | None, flow: str = "run_pipeline",
+              code_hash: str | None = None) -> str:
+    """A new run row; a flow run that comes back (resumed after a suspension) keeps the row it had. `code_hash`
+    is the keel code the run runs (keel.core.pipeline.code.pipeline_digest)."""
     if flow_run_id is not None:
         with ws.session() as session:
             found = session.exec(select(PipelineRun).where(PipelineRun.flow_run_id == flow_run_id,
@@ -57,7 +59,7 @@ def start_run(ws: Workspace, source: str, flow_run_id: str | None, flow: str = "
     run_id = str(uuid.uuid4())
     with ws.session() as session:
         session.add(PipelineRun(id=run_id, flow_run_id=flow_run_id, flow=flow, model_name=ws.cfg.model,
-                                source=source, config_hash=ws.cfg.config_hash()))
+                                source=source, config_hash=ws.cfg.config_hash(), code_hash=code_hash))
     return run_id
 
 
