@@ -9,8 +9,9 @@ One run does, per round (rounds are interleaved so both sides see the same machi
    parameters on the same windows and the same holdout comparison) with no Prefect and no store. It
    follows keel's own decisions (read from the cold run's JSON), so both sides train the same models;
    it times each month, so its first months and its last month alone are floors too;
-3. keel's cached rerun: `keel demo` again on the same KEEL_HOME (every cached task hits and the store
-   must not change: checked);
+3. keel's cached rerun: `keel demo` again on the same KEEL_HOME, run as the plain command (no timers: it
+   answers every month from the store, keel.core.pipeline.recall, and imports no Prefect to time); every
+   stage must be recorded as a hit and the store must not change but for the replays' rows: checked;
 4. with a long-lived server (`keel server start` in another fresh KEEL_HOME, untimed): `keel demo` on all
    months but the last, then `keel run` on the last month's batch, as a user adds one batch; both against the
    bare script's same months (and their results checked against it);
@@ -185,6 +186,8 @@ def keel_worker(args: argparse.Namespace) -> None:
     from keel.cli import pipeline as cli_pipeline
     from keel.cli.main import cli
 
+    if args.plain:  # the command as it is, untimed inside: a replay from the store imports no Prefect to time
+        _plain_command(args, cli, begun)
     # what the command does first (keel demo and keel run start the temporary server before their heavy imports);
     # the command's own call then finds it started. With a long-lived server up it starts nothing.
     cli_pipeline._start_server_early()
@@ -246,6 +249,30 @@ def keel_worker(args: argparse.Namespace) -> None:
     from keel.cli.main import _exit
 
     _exit(0)  # as the keel command leaves: atexit handlers (Prefect's server stop), then no module teardown
+
+
+def _plain_command(args: argparse.Namespace, cli: Any, begun: float) -> None:
+    import contextlib
+    import io
+
+    argv = json.loads(args.argv) if args.argv else ["demo", "--json", "--months", str(args.months)]
+    buf = io.StringIO()
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(buf):
+        cli.main(argv, prog_name="keel", standalone_mode=False)
+    demo_s = time.perf_counter() - t
+    summaries = json.loads(buf.getvalue())
+    with sqlite3.connect(Path(os.environ["KEEL_HOME"]) / "keel.db") as db:
+        shas = dict(db.execute("select version, artifact_sha256 from model_version").fetchall())
+    result = {"begun": begun, "import_s": 0.0, "demo_s": demo_s, "calls": [], "timers": {},
+              "summaries": summaries if isinstance(summaries, list) else [summaries],
+              "model_sha": {str(k): v for k, v in shas.items()},
+              "imported": sorted(m for m in ("lightgbm", "alibi_detect", "prefect", "prefect.server.api.server")
+                                 if m in sys.modules), "ended": time.time()}
+    Path(args.out).write_text(json.dumps(result))
+    from keel.cli.main import _exit
+
+    _exit(0)
 
 
 # --- the bare subprocess ----------------------------------------------------------------------------
@@ -659,6 +686,7 @@ def main() -> None:
     parser.add_argument("--tui-repeat", type=int, default=5, help="TUI start-ups of each side (0: skip the TUI)")
     parser.add_argument("--worker", choices=["keel", "bare", "probe"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
     parser.add_argument("--batches", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
@@ -714,7 +742,7 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                          "--batches", str(work / "batches"), "--months", str(args.months))
         print(f"{bare['wall_s']:.1f} s; keel cached rerun ...", end=" ", flush=True)
         before = store_snapshot(home / "keel.db")
-        rerun = run_child("keel", work / f"rerun{r}.json", env, home.parent, "--months", str(args.months))
+        rerun = run_child("keel", work / f"rerun{r}.json", env, home.parent, "--months", str(args.months), "--plain")
         after = store_snapshot(home / "keel.db")
         print(f"{rerun['wall_s']:.1f} s", flush=True)
         changed = [k for k in before if before[k] != after.get(k)]

@@ -38,8 +38,8 @@ def replay_from_store(ws: Workspace, batch: str) -> dict[str, Any] | None:
     if "://" in batch and not batch.startswith("file://"):
         return None
     path = Path(batch.removeprefix("file://"))
-    if not path.is_file():
-        return None  # the flow's ingest says what is wrong with it, in one line
+    if not path.is_file() or records.store_missing(ws):
+        return None  # the flow's ingest says what is wrong with the file, in one line; a new store is the flow's
     prior = records.completed_run(ws, sha256_file(path))
     if prior is None:
         return None

@@ -94,13 +94,19 @@ def register_dataset(ws: Workspace, row: dict[str, Any], parents: list[str] = ()
         insert_ignore(session, DatasetLineage, [{"parent_id": p, "child_id": row["id"]} for p in parents])
 
 
+def store_missing(ws: Workspace) -> bool:
+    """Whether the workspace's store is a SQLite file that does not exist yet: nothing to find there, and a check
+    before a run must not create it (opening a store migrates it)."""
+    url = make_url(ws.settings.db_url)
+    return url.get_backend_name() == "sqlite" and not (url.database and url.database != ":memory:"
+                                                      and Path(url.database).exists())
+
+
 @unit_of_work
 def has_production(ws: Workspace) -> bool:
     """Whether the workspace's model has a production version. A SQLite store that does not exist yet has none
     and is not created by asking: a check before a run writes nothing."""
-    url = make_url(ws.settings.db_url)
-    if url.get_backend_name() == "sqlite" and not (url.database and url.database != ":memory:"
-                                                  and Path(url.database).exists()):
+    if store_missing(ws):
         return False
     with ws.session() as session:
         return session.get(Alias, (ws.cfg.model, "production")) is not None
