@@ -43,7 +43,8 @@ def render_run(d: dict[str, Any]) -> RenderableType:
     head.add_column(style="bold", no_wrap=True)
     head.add_column()
     head.add_row("run", d["run_id"])
-    head.add_row("flow run", d["flow_run_id"] or "- (not run under Prefect)")
+    head.add_row("flow run", d["flow_run_id"] or ("- (replayed from the store)" if d.get("replay_of")
+                                                  else "- (not run under Prefect)"))
     head.add_row("model", f"{d['model']}  batch {d['batch']}  dataset {(d['dataset_version'] or '-')[:12]}")
     head.add_row("status", Text(f"{d['status']}  decision {d['decision'] or '-'}",
                                 style=STATUS_STYLE.get(d["status"], "")))
