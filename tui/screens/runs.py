@@ -73,7 +73,7 @@ class RunsScreen(KeelScreen):
         self.query_one(PagedTable).show(rows, [r["run_id"] for r in self.page["rows"]])
         self.loaded = True
         self.show_status()
-        self.keel.start_rights()
+        self.call_after_refresh(self.keel.start_rights)  # once this page is painted
 
     def status_parts(self) -> list[str]:
         p = self.page
