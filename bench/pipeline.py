@@ -24,6 +24,7 @@ Prefect per-flow and per-task overhead, store writes, artifact hashing and the c
 The bare script's models must have the same SHA-256 as keel's: that proves both did the same work.
 
 Run:  PYTHONPATH=. python bench/pipeline.py [--months 12] [--rounds 2] [--tui-repeat 5] [--no-probe] [--json FILE]
+      PYTHONPATH=. python bench/pipeline.py --tui-only [--tui-repeat 9] [--tui-home DIR]   (the TUI's start-up alone)
 See bench/README.md, "## Pipeline".
 """
 
@@ -657,6 +658,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every measurement here")
     parser.add_argument("--no-probe", action="store_true", help="skip the Prefect probe")
     parser.add_argument("--tui-repeat", type=int, default=5, help="TUI start-ups of each side (0: skip the TUI)")
+    parser.add_argument("--tui-only", action="store_true", help="the TUI's start-up alone (no demo rounds, no probe)")
+    parser.add_argument("--tui-home", type=Path, help="reuse (or build into) this KEEL_HOME for the TUI's store")
     parser.add_argument("--worker", choices=["keel", "bare", "probe"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
@@ -688,13 +691,17 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
                          text=True).stdout.strip()
     print(f"keel source: {rev or 'unknown'} (snapshot in {SRC})", flush=True)
+    if args.tui_only:
+        results: dict[str, Any] = {"rounds": [], "tui": tui_startup(work, args.tui_repeat or 5, args.tui_home)}
+        report(results)
+        return results
 
     t = time.perf_counter()
     batches = write_batches(work / "batches", args.months)
     print(f"prepared {len(batches)} monthly batches in {time.perf_counter() - t:.1f} s (not timed below)",
           flush=True)
     ids = [sha256_file(p) for p in batches]
-    results: dict[str, Any] = {"rounds": []}
+    results = {"rounds": []}
     if not args.no_probe:
         print("Prefect probe (fresh PREFECT_HOME) ...", flush=True)
         results["probe"] = run_child("probe", work / "probe.json", child_env(), work, "--home", str(work / "probe"))
@@ -724,7 +731,7 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                   "store_changed": changed, "store": after, "replay_cache": replay_cache(home / "keel.db"),
                                   "warm": warm, "one": one, "verify_warm": verify(keel_all, bare)})
     if args.tui_repeat:
-        results["tui"] = tui_startup(work, args.tui_repeat)
+        results["tui"] = tui_startup(work, args.tui_repeat, args.tui_home)
     if args.json:  # before the report, so that a failing report loses no measurement
         args.json.write_text(json.dumps(results, indent=1, default=str))
     report(results)
@@ -823,22 +830,25 @@ def tui_child(code: str, home: Path) -> float:
     return float(json.loads(line[6:])["startup"])
 
 
-def tui_startup(work: Path, repeat: int) -> dict[str, Any]:
+def tui_startup(work: Path, repeat: int, home: Path | None = None) -> dict[str, Any]:
     """keel's TUI on bench/tui.py's store (100k runs, 10k versions, 1M metric points) and a bare Textual app (a
     Static, a 100-row DataTable, a Footer), each from a fresh process to its first painted page, interleaved."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import tui as tui_bench
 
-    home = work / "tui" / ".keel"
+    home = home.resolve() if home else work / "tui" / ".keel"
     saved = os.environ.get("KEEL_HOME")
-    print("TUI: building the 100k-run store (untimed) ...", flush=True)
-    try:
-        tui_bench.build(home, 100_000, 10_000, 1_000_000)
-    finally:
-        if saved is None:
-            os.environ.pop("KEEL_HOME", None)
-        else:
-            os.environ["KEEL_HOME"] = saved
+    if (home / "keel.db").exists():
+        print(f"TUI: reusing the store in {home}", flush=True)
+    else:
+        print("TUI: building the 100k-run store (untimed) ...", flush=True)
+        try:
+            tui_bench.build(home, 100_000, 10_000, 1_000_000)
+        finally:
+            if saved is None:
+                os.environ.pop("KEEL_HOME", None)
+            else:
+                os.environ["KEEL_HOME"] = saved
     bare, keel = [], []
     for _ in range(repeat):
         bare.append(tui_child(BARE_TUI_CHILD, home))
