@@ -140,6 +140,13 @@ async def test_non_approver_sees_actions_greyed_and_changes_nothing(store):
     assert _production() == 2 and _audit() == before
 
 
+async def test_the_store_engine_is_warmed_after_the_first_page_without_a_key_press(store):
+    app = KeelApp(store(), refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await until(pilot, lambda: app.ctx._engine is not None)  # the first run opened finds the ORM imported
+
+
 async def test_the_footer_greys_and_restores_keys_when_the_rights_change(store):
     app = KeelApp(store(), refresh=0)
     async with app.run_test(size=SIZE) as pilot:
