@@ -11,7 +11,10 @@ from textual.widgets import Footer
 class KeysFooter(Footer):
     """Footer rebuilds all its keys on every bindings update (focus, screen stack, rights), and each rebuild restyles
     every key: about 0.05 s for keel's dozen keys, three or four times during start-up with the same keys. This one
-    remembers what it last built and skips a rebuild that would build the same keys again."""
+    remembers what it last built and skips a rebuild that would build the same keys again.
+
+    It leans on Textual 8's Footer: compose reads ``screen.active_bindings`` once ``_bindings_ready`` is set.
+    tests/tui/test_screens.py checks that the keys still follow a change of the operator's rights."""
 
     _built: Any = None
 
