@@ -12,11 +12,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from keel.tui.format import STATUS_STYLE, clip, num, pval, sparkline, when
 from keel.tui.messages import DetailLoaded
 from keel.tui.screens.base import KeelScreen
+from keel.tui.widgets.keys_footer import KeysFooter
 from keel.tui.widgets.status_line import StatusLine
 
 
@@ -148,7 +149,7 @@ class RunDetailScreen(KeelScreen):
         yield StatusLine(f"Run {self.run_id[:8]} · loading…", id="status")
         with VerticalScroll(id="run-body"):
             yield Static("", id="run-content")
-        yield Footer()
+        yield KeysFooter()
 
     def reload(self) -> None:
         self.load_run(self.run_id)
