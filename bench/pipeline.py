@@ -9,8 +9,9 @@ One run does, per round (rounds are interleaved so both sides see the same machi
    parameters on the same windows and the same holdout comparison) with no Prefect and no store. It
    follows keel's own decisions (read from the cold run's JSON), so both sides train the same models;
    it times each month, so its first months and its last month alone are floors too;
-3. keel's cached rerun: `keel demo` again on the same KEEL_HOME (every cached task hits and the store
-   must not change: checked);
+3. keel's cached rerun: `keel demo` again on the same KEEL_HOME, run as the plain command (no timers: it
+   answers every month from the store, keel.core.pipeline.recall, and imports no Prefect to time); every
+   stage must be recorded as a hit and the store must not change but for the replays' rows: checked;
 4. with a long-lived server (`keel server start` in another fresh KEEL_HOME, untimed): `keel demo` on all
    months but the last, then `keel run` on the last month's batch, as a user adds one batch; both against the
    bare script's same months (and their results checked against it);
@@ -24,12 +25,15 @@ Prefect per-flow and per-task overhead, store writes, artifact hashing and the c
 The bare script's models must have the same SHA-256 as keel's: that proves both did the same work.
 
 Run:  PYTHONPATH=. python bench/pipeline.py [--months 12] [--rounds 2] [--tui-repeat 5] [--no-probe] [--json FILE]
+      PYTHONPATH=. python bench/pipeline.py --tui-only [--tui-repeat 9] [--tui-home DIR] [--tui-against REV]
+      (the TUI's start-up alone; --tui-against also starts keel's TUI at another git revision, interleaved)
 See bench/README.md, "## Pipeline".
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import functools
 import hashlib
 import json
@@ -185,6 +189,8 @@ def keel_worker(args: argparse.Namespace) -> None:
     from keel.cli import pipeline as cli_pipeline
     from keel.cli.main import cli
 
+    if args.plain:  # the command as it is, untimed inside: a replay from the store imports no Prefect to time
+        _plain_command(args, cli, begun)
     # what the command does first (keel demo and keel run start the temporary server before their heavy imports);
     # the command's own call then finds it started. With a long-lived server up it starts nothing.
     cli_pipeline._start_server_early()
@@ -246,6 +252,30 @@ def keel_worker(args: argparse.Namespace) -> None:
     from keel.cli.main import _exit
 
     _exit(0)  # as the keel command leaves: atexit handlers (Prefect's server stop), then no module teardown
+
+
+def _plain_command(args: argparse.Namespace, cli: Any, begun: float) -> None:
+    import contextlib
+    import io
+
+    argv = json.loads(args.argv) if args.argv else ["demo", "--json", "--months", str(args.months)]
+    buf = io.StringIO()
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(buf):
+        cli.main(argv, prog_name="keel", standalone_mode=False)
+    demo_s = time.perf_counter() - t
+    summaries = json.loads(buf.getvalue())
+    with sqlite3.connect(Path(os.environ["KEEL_HOME"]) / "keel.db") as db:
+        shas = dict(db.execute("select version, artifact_sha256 from model_version").fetchall())
+    result = {"begun": begun, "import_s": 0.0, "demo_s": demo_s, "calls": [], "timers": {},
+              "summaries": summaries if isinstance(summaries, list) else [summaries],
+              "model_sha": {str(k): v for k, v in shas.items()},
+              "imported": sorted(m for m in ("lightgbm", "alibi_detect", "prefect", "prefect.server.api.server")
+                                 if m in sys.modules), "ended": time.time()}
+    Path(args.out).write_text(json.dumps(result))
+    from keel.cli.main import _exit
+
+    _exit(0)
 
 
 # --- the bare subprocess ----------------------------------------------------------------------------
@@ -657,8 +687,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every measurement here")
     parser.add_argument("--no-probe", action="store_true", help="skip the Prefect probe")
     parser.add_argument("--tui-repeat", type=int, default=5, help="TUI start-ups of each side (0: skip the TUI)")
+    parser.add_argument("--tui-only", action="store_true", help="the TUI's start-up alone (no demo rounds, no probe)")
+    parser.add_argument("--tui-home", type=Path, help="reuse (or build into) this KEEL_HOME for the TUI's store")
+    parser.add_argument("--tui-against", metavar="REV", help="also start keel's TUI at this git revision, interleaved")
     parser.add_argument("--worker", choices=["keel", "bare", "probe"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
     parser.add_argument("--batches", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
@@ -688,13 +722,18 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
                          text=True).stdout.strip()
     print(f"keel source: {rev or 'unknown'} (snapshot in {SRC})", flush=True)
+    if args.tui_only:
+        results: dict[str, Any] = {"rounds": [], "tui": tui_startup(work, args.tui_repeat or 5, args.tui_home,
+                                                                   args.tui_against)}
+        report(results)
+        return results
 
     t = time.perf_counter()
     batches = write_batches(work / "batches", args.months)
     print(f"prepared {len(batches)} monthly batches in {time.perf_counter() - t:.1f} s (not timed below)",
           flush=True)
     ids = [sha256_file(p) for p in batches]
-    results: dict[str, Any] = {"rounds": []}
+    results = {"rounds": []}
     if not args.no_probe:
         print("Prefect probe (fresh PREFECT_HOME) ...", flush=True)
         results["probe"] = run_child("probe", work / "probe.json", child_env(), work, "--home", str(work / "probe"))
@@ -714,7 +753,7 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                          "--batches", str(work / "batches"), "--months", str(args.months))
         print(f"{bare['wall_s']:.1f} s; keel cached rerun ...", end=" ", flush=True)
         before = store_snapshot(home / "keel.db")
-        rerun = run_child("keel", work / f"rerun{r}.json", env, home.parent, "--months", str(args.months))
+        rerun = run_child("keel", work / f"rerun{r}.json", env, home.parent, "--months", str(args.months), "--plain")
         after = store_snapshot(home / "keel.db")
         print(f"{rerun['wall_s']:.1f} s", flush=True)
         changed = [k for k in before if before[k] != after.get(k)]
@@ -724,7 +763,7 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                   "store_changed": changed, "store": after, "replay_cache": replay_cache(home / "keel.db"),
                                   "warm": warm, "one": one, "verify_warm": verify(keel_all, bare)})
     if args.tui_repeat:
-        results["tui"] = tui_startup(work, args.tui_repeat)
+        results["tui"] = tui_startup(work, args.tui_repeat, args.tui_home, args.tui_against)
     if args.json:  # before the report, so that a failing report loses no measurement
         args.json.write_text(json.dumps(results, indent=1, default=str))
     report(results)
@@ -813,8 +852,10 @@ asyncio.run(main())
 """
 
 
-def tui_child(code: str, home: Path) -> float:
+def tui_child(code: str, home: Path, src: Path | None = None) -> float:
     env = child_env(home)
+    if src is not None:  # another revision's keel in place of this snapshot
+        env["PYTHONPATH"] = env["PYTHONPATH"].replace(str(SRC), str(src), 1)
     env.update(TEXTUAL_ANIMATIONS="none", BENCH_SPAWNED=repr(time.time()))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=home.parent)
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
@@ -823,29 +864,60 @@ def tui_child(code: str, home: Path) -> float:
     return float(json.loads(line[6:])["startup"])
 
 
-def tui_startup(work: Path, repeat: int) -> dict[str, Any]:
+def revision_source(work: Path, rev: str) -> Path:
+    """keel's source at a git revision, laid out as installed (as snapshot() lays out the work tree)."""
+    src = work / f"src-{rev}"
+    shutil.rmtree(src, ignore_errors=True)
+    tree = src / "tree"
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "keel", "core", "flows", "tui", "cli"],
+                             capture_output=True, check=False)
+    if archive.returncode != 0:
+        sys.exit(f"--tui-against {rev}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    shutil.move(str(tree / "keel"), str(src / "keel"))
+    for package in ("core", "flows", "tui", "cli"):
+        shutil.move(str(tree / package), str(src / "keel" / package))
+    shutil.rmtree(tree)
+    return src
+
+
+def tui_startup(work: Path, repeat: int, home: Path | None = None, against: str | None = None) -> dict[str, Any]:
     """keel's TUI on bench/tui.py's store (100k runs, 10k versions, 1M metric points) and a bare Textual app (a
-    Static, a 100-row DataTable, a Footer), each from a fresh process to its first painted page, interleaved."""
+    Static, a 100-row DataTable, a Footer), each from a fresh process to its first painted page, interleaved; with
+    ``against``, keel's TUI at that git revision too, in the same rotation."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import tui as tui_bench
 
-    home = work / "tui" / ".keel"
+    home = home.resolve() if home else work / "tui" / ".keel"
     saved = os.environ.get("KEEL_HOME")
-    print("TUI: building the 100k-run store (untimed) ...", flush=True)
-    try:
-        tui_bench.build(home, 100_000, 10_000, 1_000_000)
-    finally:
-        if saved is None:
-            os.environ.pop("KEEL_HOME", None)
-        else:
-            os.environ["KEEL_HOME"] = saved
-    bare, keel = [], []
+    if (home / "keel.db").exists():
+        print(f"TUI: reusing the store in {home}", flush=True)
+    else:
+        print("TUI: building the 100k-run store (untimed) ...", flush=True)
+        try:
+            tui_bench.build(home, 100_000, 10_000, 1_000_000)
+        finally:
+            if saved is None:
+                os.environ.pop("KEEL_HOME", None)
+            else:
+                os.environ["KEEL_HOME"] = saved
+    other = revision_source(work, against) if against else None
+    for src in (SRC, other):  # compiled up front, so that no timed start-up compiles keel's modules
+        if src is not None:
+            compileall.compile_dir(str(src), quiet=1)
+    bare: list[float] = []
+    keel: list[float] = []
+    then: list[float] = []
     for _ in range(repeat):
         bare.append(tui_child(BARE_TUI_CHILD, home))
+        if other is not None:
+            then.append(tui_child(TUI_CHILD, home, other))
         keel.append(tui_child(TUI_CHILD, home))
-    print(f"TUI start-up: bare {', '.join(f'{v:.2f}' for v in bare)} s; keel {', '.join(f'{v:.2f}' for v in keel)} s",
-          flush=True)
-    return {"bare": bare, "keel": keel}
+    line = ", ".join
+    print(f"TUI start-up: bare {line(f'{v:.2f}' for v in bare)} s; keel {line(f'{v:.2f}' for v in keel)} s"
+          + (f"; keel at {against} {line(f'{v:.2f}' for v in then)} s" if then else ""), flush=True)
+    return {"bare": bare, "keel": keel} | ({"against": against, "keel_against": then} if then else {})
 
 
 def train_s(r: dict[str, Any], side: str) -> float:
@@ -969,6 +1041,10 @@ def report(results: dict[str, Any]) -> None:
             ["keel tui on 100k runs / 10k versions / 1M points", f"{mk:.2f} s", f"{min(keel):.2f} s", f"{max(keel):.2f} s"],
             ["keel / bare (goal <= 1.5)", f"{mk / mb:.2f}", "", ""],
         ]))
+        if results["tui"].get("keel_against"):
+            then, rev = results["tui"]["keel_against"], results["tui"]["against"]
+            mt = statistics.median(then)
+            print(f"keel tui at {rev}: median {mt:.2f} s ({min(then):.2f}-{max(then):.2f}), {mt / mb:.2f}x the bare app")
     if "probe" in results:
         p = results["probe"]
         print("\nPrefect probe (keel's Prefect settings, fresh PREFECT_HOME):")

@@ -21,7 +21,7 @@ def replay_cmd(dataset_version: str, config: str, as_json: bool) -> None:
     nothing changes. Once a replay gets through, the batch's quarantine rows are marked replayed;
     quarantined again, it exits 3.
     """
-    from keel.cli.pipeline import _describe, _run_flow
+    from keel.cli.pipeline import _describe, run_batch
     from keel.core.actor import current_actor
     from keel.core.pipeline import replay
     from keel.core.pipeline.stages import preflight
@@ -30,7 +30,7 @@ def replay_cmd(dataset_version: str, config: str, as_json: bool) -> None:
     ws = Workspace.open(config)
     target = replay.resolve(ws, dataset_version)
     preflight(ws, str(target.path))  # a bad keel.toml or copy fails here, before Prefect starts
-    summary = _run_flow(str(target.path), config)
+    summary = run_batch(str(target.path), config)
     marked = 0
     if summary["status"] != "quarantined":
         marked = replay.mark_replayed(ws, target.dataset_id, summary["run_id"], current_actor())

@@ -153,6 +153,11 @@ class TemporaryServer:
              "--log-level", "error", "--lifespan", "on"],
             env=env, stdin=subprocess.DEVNULL)
 
+    @property
+    def used(self) -> bool:
+        """Whether a flow run has waited for this server (and may still talk to it)."""
+        return self._ready is not None
+
     def wait(self, timeout: float | None = None, attempts: int = 3) -> str | None:
         """The server's API URL once it answers; None when it could not start (Prefect then starts its own)."""
         if self._ready is None:

@@ -27,6 +27,7 @@ from keel.core.errors import KeelError, mask_secrets
 from keel.core.faults import crash_point
 from keel.core.pipeline import run as book
 from keel.core.pipeline import stages as core
+from keel.core.pipeline.code import pipeline_digest
 from keel.core.store import records
 from keel.core.workspace import Workspace
 from keel.flows.caching import CACHED, with_result_storage
@@ -155,7 +156,8 @@ def run_pipeline(batch: str, config: str = "keel.toml", home: str | None = None)
     """Take one batch through the whole pipeline; returns the run summary (keel.core.pipeline.run.RunSummary)."""
     wsref = workspace_ref(config, home)
     ws = open_ref(wsref)
-    run = book.RunSummary(records.start_run(ws, str(batch), _flow_run_id()), ws.cfg.model, str(batch))
+    run = book.RunSummary(records.start_run(ws, str(batch), _flow_run_id(), code_hash=pipeline_digest()),
+                          ws.cfg.model, str(batch))
     try:
         return _stages(ws, wsref, run)
     except Pause:  # suspended for a review: the run waits (its row says so); no failure, no alert

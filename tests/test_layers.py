@@ -51,6 +51,13 @@ def test_tui_start_up_imports_no_lightgbm_alibi_prefect_or_flows():
     assert not {m for m in loaded if m.startswith("keel.flows")}
 
 
+def test_tui_start_up_imports_only_the_first_view_and_no_orm():
+    loaded = _loaded_after(["import keel.tui.app"])
+    screens = {m.rsplit(".", 1)[1] for m in loaded if m.startswith("keel.tui.screens.")}
+    assert screens == {"base", "runs"}, "the other views import their screen when first opened"
+    assert not _packages(loaded) & {"sqlalchemy", "sqlmodel", "pydantic"}
+
+
 def test_the_store_queries_the_tui_calls_import_no_heavy_library():
     loaded = _loaded_after(["import keel.core.store.queries, keel.core.config, keel.core.store.engine"])
     assert not _packages(loaded) & {"lightgbm", "alibi_detect", "prefect", "textual"}

@@ -17,14 +17,41 @@ from keel.tui.messages import RightsResolved
 from keel.tui.modals.error import ErrorModal, describe
 from keel.tui.modals.help import HelpModal
 from keel.tui.modals.jump import JumpModal
-from keel.tui.screens.alerts import AlertsScreen
 from keel.tui.screens.base import KeelScreen
-from keel.tui.screens.compare import CompareScreen
-from keel.tui.screens.models import ModelsScreen
-from keel.tui.screens.reviews import ReviewsScreen
 from keel.tui.screens.runs import RunsScreen
 
 VIEWS = ["runs", "models", "compare", "reviews", "alerts"]
+# Once the first page is painted: the operator's rights at once (the OS user and, with a keel.toml, its approvers),
+# then, while the operator reads the page, the ORM warm-up (SQLAlchemy, SQLModel and the engine: about 0.6 s of
+# interpreter time, which competed with the first paint when it started earlier).
+WARM_AFTER_S = 0.5
+# The rights check starts here at the latest, should no first page ever come (a failed or cancelled load).
+RIGHTS_AT_LATEST_S = 3.0
+
+
+# The views not shown first import their screen when first opened, not at start-up.
+def _models() -> Screen:
+    from keel.tui.screens.models import ModelsScreen
+
+    return ModelsScreen()
+
+
+def _compare() -> Screen:
+    from keel.tui.screens.compare import CompareScreen
+
+    return CompareScreen()
+
+
+def _reviews() -> Screen:
+    from keel.tui.screens.reviews import ReviewsScreen
+
+    return ReviewsScreen()
+
+
+def _alerts() -> Screen:
+    from keel.tui.screens.alerts import AlertsScreen
+
+    return AlertsScreen()
 
 
 class KeelApp(App[None]):
@@ -32,8 +59,8 @@ class KeelApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "keel"
-    MODES: ClassVar = {"runs": RunsScreen, "models": ModelsScreen, "compare": CompareScreen,
-                       "reviews": ReviewsScreen, "alerts": AlertsScreen}
+    MODES: ClassVar = {"runs": RunsScreen, "models": _models, "compare": _compare, "reviews": _reviews,
+                       "alerts": _alerts}
     DEFAULT_MODE = "runs"
     BINDINGS = [
         Binding("1", "view('runs')", "Runs", id="view.runs", tooltip="Pipeline runs, newest first"),
@@ -53,8 +80,8 @@ class KeelApp(App[None]):
         self._rights_started = False
 
     def on_mount(self) -> None:
-        # the rights need the registry (and polars): resolve them once the first page is up, not before
-        self.set_timer(1.0, self.start_rights)
+        # the runs screen starts the rights check once its first page is painted; this is the fallback
+        self.set_timer(RIGHTS_AT_LATEST_S, self.start_rights)
         if self.ctx.refresh > 0:
             self.set_interval(self.ctx.refresh, self.auto_refresh, name="auto-refresh")
 
@@ -63,9 +90,11 @@ class KeelApp(App[None]):
             self.screen.reload()
 
     def start_rights(self) -> None:
+        """Resolve the operator's rights (once, after the first page is painted), and warm the ORM a little later."""
         if not self._rights_started:
             self._rights_started = True
             self.resolve_rights()
+            self.set_timer(WARM_AFTER_S, self.warm_store)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="rights")
     def resolve_rights(self) -> None:
@@ -74,11 +103,10 @@ class KeelApp(App[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="warm")
     def warm_store(self) -> None:
-        """Import the ORM and open the engine once the first screen is up, before anything is opened."""
+        """Import the ORM and open the engine after the first page, before the operator opens anything."""
         self.ctx.engine()
 
     def on_rights_resolved(self, message: RightsResolved) -> None:
-        self.set_timer(0.3, self.warm_store)
         self.ctx.allowed, self.ctx.why, self.ctx.actor = message.allowed, message.why, message.actor
         self.sub_title = message.actor
         for stack in self._screen_stacks.values():

@@ -136,6 +136,15 @@ class Artifacts:
             return Path(text)
         return f"{self.url}/{text.lstrip('/')}" if self.remote else self.root / text
 
+    def exists(self, uri: str | Path) -> bool:
+        """Whether the artifact at ``uri`` (a URL, a path or a key) is there; it is not read."""
+        where = self.locate(uri)
+        if isinstance(where, Path):
+            return where.is_file()
+        with map_exceptions(artifact_errors(self.where, writing=False)):
+            fs, path = self._fs_for(where)
+            return bool(fs.exists(path))
+
     def read_verified(self, uri: str | Path, sha: str) -> bytes:
         """The artifact's bytes, after checking they still hash to ``sha``; `uri` is a URL, a path or a key."""
         where = self.locate(uri)

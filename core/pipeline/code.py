@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[1]  # the keel.core package
+FLOWS = CORE.parent / "flows"  # keel.flows: the order of the stages and what each receives (read, never imported)
 LIBRARIES = ("lightgbm", "alibi-detect", "scipy", "polars", "numpy")
 
 
@@ -38,3 +39,11 @@ def code_digest() -> str:
     """keel.core's source and the result-shaping libraries' versions, computed once per process."""
     blob = source_digest(CORE) + "".join(f"\n{k}=={v}" for k, v in sorted(library_versions().items()))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@cache
+def pipeline_digest() -> str:
+    """What a whole run of a batch depends on besides its batch and keel.toml: the code digest and the flows'
+    source (which stages run, in what order, with what). Kept on each run's row; a rerun under the same digest
+    and configuration is answered from the store (keel.core.pipeline.recall)."""
+    return hashlib.sha256(f"{code_digest()}\n{source_digest(FLOWS)}".encode()).hexdigest()

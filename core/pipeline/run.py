@@ -18,7 +18,6 @@ import numpy as np
 from keel.core.errors import mask_secrets
 from keel.core.faults import crash_point
 from keel.core.jsonsafe import json_safe
-from keel.core.monitoring import hooks as monitoring
 from keel.core.pipeline import stages
 from keel.core.registry import transactions as registry
 from keel.core.store import records
@@ -126,6 +125,8 @@ class Writes:
 
     def prepare_estimate(self, dataset_id: str, production: dict[str, Any]) -> None:
         """Start the label-free estimate's calibration now, in the background (it reads only earlier runs' rows)."""
+        from keel.core.monitoring import hooks as monitoring
+
         self._calibration = monitoring.start_calibration(self.ws, production, dataset_id, self.run_id)
 
     def quarantine(self, dataset_id: str, checked: dict[str, Any], id_column: str | None) -> None:
@@ -142,6 +143,8 @@ class Writes:
         records.record_drift(self.ws, dataset_id, reference_id, stages.digest(settings), self.run_id, report)
 
     def estimate(self, dataset_id: str, production: dict[str, Any], scores: np.ndarray) -> dict[str, Any] | None:
+        from keel.core.monitoring import hooks as monitoring  # scipy's stats: not for a replay from the store
+
         calibration, self._calibration = self._calibration, None
         return monitoring.after_scoring(self.ws, dataset_id, production, scores, self.run_id, calibration)
 
@@ -153,6 +156,8 @@ class Writes:
         return apply_decision(self.ws, candidate.version, decision, evaluation, self.run_id)
 
     def alerts(self, summary: RunSummary) -> list[dict[str, Any]] | None:
+        from keel.core.monitoring import hooks as monitoring
+
         return json_safe(monitoring.after_run(self.ws, self.run_id, summary.to_dict()))
 
 
@@ -278,6 +283,8 @@ def finish(ws: Workspace, summary: RunSummary, plan: Plan, writes: Writes, statu
 
 def fail(ws: Workspace, summary: RunSummary, error: BaseException) -> str | None:
     """Record the run as failed and fire the failure rule; returns why alerting failed too, if it did."""
+    from keel.core.monitoring import hooks as monitoring
+
     message = mask_secrets(str(error))[:2000] or type(error).__name__
     records.finish_run(ws, summary.run_id, "failed", error=message)
     try:

@@ -63,6 +63,7 @@ class PipelineRun(SQLModel, table=True):
     summary: dict[str, Any] | None = _json()
     error: str | None = None
     config_hash: str | None = Field(default=None, max_length=32)
+    code_hash: str | None = Field(default=None, max_length=64)  # keel.core.pipeline.code.pipeline_digest
     replay_of: str | None = Field(default=None, max_length=36)
     production_before: int | None = None
     production_after: int | None = None

@@ -44,8 +44,10 @@ def clean(value: Any) -> Any:
 
 
 @unit_of_work
-def start_run(ws: Workspace, source: str, flow_run_id: str | None, flow: str = "run_pipeline") -> str:
-    """A new run row; a flow run that comes back (resumed after a suspension) keeps the row it had."""
+def start_run(ws: Workspace, source: str, flow_run_id: str | None, flow: str = "run_pipeline",
+              code_hash: str | None = None) -> str:
+    """A new run row; a flow run that comes back (resumed after a suspension) keeps the row it had. `code_hash`
+    is the keel code the run runs (keel.core.pipeline.code.pipeline_digest)."""
     if flow_run_id is not None:
         with ws.session() as session:
             found = session.exec(select(PipelineRun).where(PipelineRun.flow_run_id == flow_run_id,
@@ -57,7 +59,7 @@ def start_run(ws: Workspace, source: str, flow_run_id: str | None, flow: str = "
     run_id = str(uuid.uuid4())
     with ws.session() as session:
         session.add(PipelineRun(id=run_id, flow_run_id=flow_run_id, flow=flow, model_name=ws.cfg.model,
-                                source=source, config_hash=ws.cfg.config_hash()))
+                                source=source, config_hash=ws.cfg.config_hash(), code_hash=code_hash))
     return run_id
 
 
@@ -92,13 +94,19 @@ def register_dataset(ws: Workspace, row: dict[str, Any], parents: list[str] = ()
         insert_ignore(session, DatasetLineage, [{"parent_id": p, "child_id": row["id"]} for p in parents])
 
 
+def store_missing(ws: Workspace) -> bool:
+    """Whether the workspace's store is a SQLite file that does not exist yet: nothing to find there, and a check
+    before a run must not create it (opening a store migrates it)."""
+    url = make_url(ws.settings.db_url)
+    return url.get_backend_name() == "sqlite" and not (url.database and url.database != ":memory:"
+                                                      and Path(url.database).exists())
+
+
 @unit_of_work
 def has_production(ws: Workspace) -> bool:
     """Whether the workspace's model has a production version. A SQLite store that does not exist yet has none
     and is not created by asking: a check before a run writes nothing."""
-    url = make_url(ws.settings.db_url)
-    if url.get_backend_name() == "sqlite" and not (url.database and url.database != ":memory:"
-                                                  and Path(url.database).exists()):
+    if store_missing(ws):
         return False
     with ws.session() as session:
         return session.get(Alias, (ws.cfg.model, "production")) is not None

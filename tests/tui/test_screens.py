@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlmodel import Session, col, select
+from textual.widgets._footer import FooterKey
 
 from keel.core.store.models import Alert, Alias, AuditEvent, ModelVersion, PipelineRun, Review
 from keel.tui.app import KeelApp
@@ -12,6 +13,7 @@ from keel.tui.modals.error import ErrorModal
 from keel.tui.modals.help import HelpModal
 from keel.tui.screens.models import ModelsScreen
 from keel.tui.screens.run_detail import RunDetailScreen
+from keel.tui.widgets.keys_footer import KeysFooter
 from keel.tui.widgets.paged_table import PagedTable
 from tests.tui.conftest import me
 from tests.tui.helpers import screen_text, settled, until
@@ -136,6 +138,34 @@ async def test_non_approver_sees_actions_greyed_and_changes_nothing(store):
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmModal)
     assert _production() == 2 and _audit() == before
+
+
+async def test_the_store_engine_is_warmed_after_the_first_page_without_a_key_press(store):
+    app = KeelApp(store(), refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await until(pilot, lambda: app.ctx._engine is not None)  # the first run opened finds the ORM imported
+
+
+async def test_the_footer_greys_and_restores_keys_when_the_rights_change(store):
+    app = KeelApp(store(), refresh=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot)
+        await _view(pilot, "4")
+
+        def greyed() -> dict[str, bool]:
+            keys = app.screen.query_one(KeysFooter).query(FooterKey)
+            return {k.action: k.has_class("-disabled") for k in keys if k.action in ("approve", "reject")}
+
+        assert greyed() == {"approve": False, "reject": False}
+        app.ctx.allowed = False  # as a non-approver's rights would arrive
+        app.screen.refresh_bindings()
+        await until(pilot, lambda: greyed()["approve"])
+        assert greyed() == {"approve": True, "reject": True}
+        app.ctx.allowed = True
+        app.screen.refresh_bindings()
+        await until(pilot, lambda: not greyed()["approve"])
+        assert greyed() == {"approve": False, "reject": False}
 
 
 async def test_read_only_flag_and_missing_keel_toml_turn_actions_off(store):

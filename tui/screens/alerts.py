@@ -12,12 +12,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from keel.tui.format import clip, count_label, short_when
 from keel.tui.messages import ActionDone, DetailLoaded, PageLoaded
 from keel.tui.modals.confirm import ActionRequest, ConfirmModal
 from keel.tui.screens.base import KeelScreen
+from keel.tui.widgets.keys_footer import KeysFooter
 from keel.tui.widgets.paged_table import PagedTable
 from keel.tui.widgets.status_line import StatusLine
 
@@ -50,7 +51,7 @@ class AlertsScreen(KeelScreen):
         with VerticalScroll(id="quarantine-detail"):
             yield Static("", id="quarantine-rows")
         yield Static("", id="dead-letters")
-        yield Footer()
+        yield KeysFooter()
 
     def reload(self) -> None:
         self.load_all()

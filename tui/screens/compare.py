@@ -13,12 +13,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from keel.tui.format import better, ci, clip, delta, num, pval
 from keel.tui.messages import DetailLoaded
 from keel.tui.modals.confirm import ActionRequest
 from keel.tui.screens.base import KeelScreen
+from keel.tui.widgets.keys_footer import KeysFooter
 from keel.tui.widgets.metric_chart import MetricChart
 from keel.tui.widgets.status_line import StatusLine
 
@@ -146,7 +147,7 @@ class CompareScreen(KeelScreen):
             yield Static("", id="compare-content")
             yield MetricChart(id="chart")
             yield Static("", id="estimates")
-        yield Footer()
+        yield KeysFooter()
 
     def reload(self) -> None:
         self.load_compare(self.model, self.candidate, self.metric)

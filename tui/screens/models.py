@@ -12,12 +12,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from keel.tui.format import STATUS_STYLE, clip, count_label, num, short_when, when
 from keel.tui.messages import DetailLoaded, PageLoaded
 from keel.tui.modals.confirm import ActionRequest
 from keel.tui.screens.base import KeelScreen
+from keel.tui.widgets.keys_footer import KeysFooter
 from keel.tui.widgets.paged_table import PagedTable
 from keel.tui.widgets.status_line import StatusLine
 
@@ -86,7 +87,7 @@ class ModelsScreen(KeelScreen):
         yield PagedTable(COLUMNS, id="models-table")
         with VerticalScroll(id="models-detail"):
             yield Static("", id="lineage")
-        yield Footer()
+        yield KeysFooter()
 
     def reload(self) -> None:
         self.load_models(self.page_offset)

@@ -9,12 +9,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from keel.tui.format import clip, count_label, short_when, when
 from keel.tui.messages import PageLoaded
 from keel.tui.modals.confirm import ActionRequest
 from keel.tui.screens.base import KeelScreen
+from keel.tui.widgets.keys_footer import KeysFooter
 from keel.tui.widgets.paged_table import PagedTable
 from keel.tui.widgets.status_line import StatusLine
 
@@ -46,7 +47,7 @@ class ReviewsScreen(KeelScreen):
         yield PagedTable(COLUMNS, id="reviews-table")
         with VerticalScroll(id="reviews-detail"):
             yield Static("", id="review-reasons")
-        yield Footer()
+        yield KeysFooter()
 
     def reload(self) -> None:
         self.load_reviews()

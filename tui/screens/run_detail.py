@@ -12,11 +12,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from keel.tui.format import STATUS_STYLE, clip, num, pval, sparkline, when
 from keel.tui.messages import DetailLoaded
 from keel.tui.screens.base import KeelScreen
+from keel.tui.widgets.keys_footer import KeysFooter
 from keel.tui.widgets.status_line import StatusLine
 
 
@@ -43,7 +44,8 @@ def render_run(d: dict[str, Any]) -> RenderableType:
     head.add_column(style="bold", no_wrap=True)
     head.add_column()
     head.add_row("run", d["run_id"])
-    head.add_row("flow run", d["flow_run_id"] or "- (not run under Prefect)")
+    head.add_row("flow run", d["flow_run_id"] or ("- (replayed from the store)" if d.get("replay_of")
+                                                  else "- (not run under Prefect)"))
     head.add_row("model", f"{d['model']}  batch {d['batch']}  dataset {(d['dataset_version'] or '-')[:12]}")
     head.add_row("status", Text(f"{d['status']}  decision {d['decision'] or '-'}",
                                 style=STATUS_STYLE.get(d["status"], "")))
@@ -147,7 +149,7 @@ class RunDetailScreen(KeelScreen):
         yield StatusLine(f"Run {self.run_id[:8]} · loading…", id="status")
         with VerticalScroll(id="run-body"):
             yield Static("", id="run-content")
-        yield Footer()
+        yield KeysFooter()
 
     def reload(self) -> None:
         self.load_run(self.run_id)

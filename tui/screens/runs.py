@@ -8,11 +8,12 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import DataTable, Input
 
 from keel.tui.format import STATUS_STYLE, clip, count_label, num, short_when
 from keel.tui.messages import PageLoaded
 from keel.tui.screens.base import KeelScreen
+from keel.tui.widgets.keys_footer import KeysFooter
 from keel.tui.widgets.paged_table import PagedTable
 from keel.tui.widgets.status_line import StatusLine
 
@@ -46,7 +47,7 @@ class RunsScreen(KeelScreen):
         yield PagedTable(COLUMNS, id="runs-table")
         yield Input(placeholder="filter: batch, status, decision, run id (enter applies, esc clears)",
                     id="runs-filter", classes="filter")
-        yield Footer()
+        yield KeysFooter()
 
     def reload(self) -> None:
         self.load_runs(self.page_offset, self.filter_text)
@@ -72,7 +73,7 @@ class RunsScreen(KeelScreen):
         self.query_one(PagedTable).show(rows, [r["run_id"] for r in self.page["rows"]])
         self.loaded = True
         self.show_status()
-        self.keel.start_rights()
+        self.call_after_refresh(self.keel.start_rights)  # once this page is painted
 
     def status_parts(self) -> list[str]:
         p = self.page
