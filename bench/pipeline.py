@@ -179,7 +179,6 @@ def keel_worker(args: argparse.Namespace) -> None:
     begun = time.time()
     import atexit
     import contextlib
-    import io
 
     # registered first, so it runs after every other atexit handler (Prefect's server stop among them)
     atexit.register(lambda: Path(args.out).with_suffix(".exit").write_text(str(time.time())))
@@ -190,7 +189,7 @@ def keel_worker(args: argparse.Namespace) -> None:
     from keel.cli.main import cli
 
     if args.plain:  # the command as it is, untimed inside: a replay from the store imports no Prefect to time
-        _plain_command(args, cli, begun)
+        _write_result(args, begun, 0.0, *_run_command(cli, argv), [], {})
     # what the command does first (keel demo and keel run start the temporary server before their heavy imports);
     # the command's own call then finds it started. With a long-lived server up it starts nothing.
     cli_pipeline._start_server_early()
@@ -229,9 +228,19 @@ def keel_worker(args: argparse.Namespace) -> None:
         return out
 
     cli_pipeline._run_flow = timed_run_flow
+    with what_if:
+        demo_s, summaries = _run_command(cli, argv)
+    _write_result(args, begun, import_s, demo_s, summaries, calls, timers.as_dict())
+
+
+def _run_command(cli: Any, argv: list[str]) -> tuple[float, list[dict[str, Any]]]:
+    """The keel command through click in this process: its wall time and the summaries it printed as JSON."""
+    import contextlib
+    import io
+
     buf = io.StringIO()
     t = time.perf_counter()
-    with contextlib.redirect_stdout(buf), what_if:
+    with contextlib.redirect_stdout(buf):
         try:
             cli.main(argv, prog_name="keel", standalone_mode=False)
         except SystemExit as exc:
@@ -239,43 +248,22 @@ def keel_worker(args: argparse.Namespace) -> None:
                 raise
     demo_s = time.perf_counter() - t
     summaries = json.loads(buf.getvalue())
-    if isinstance(summaries, dict):  # keel run prints one summary
-        summaries = [summaries]
-    home = Path(os.environ["KEEL_HOME"])
-    with sqlite3.connect(home / "keel.db") as db:
-        shas = dict(db.execute("select version, artifact_sha256 from model_version").fetchall())
-    result = {"begun": begun, "import_s": import_s, "demo_s": demo_s, "calls": calls, "timers": timers.as_dict(),
-              "summaries": summaries, "model_sha": {str(k): v for k, v in shas.items()},
-              "imported": sorted(m for m in ("lightgbm", "alibi_detect", "prefect.server.api.server") if m in sys.modules),
-              "ended": time.time()}
-    Path(args.out).write_text(json.dumps(result))
-    from keel.cli.main import _exit
-
-    _exit(0)  # as the keel command leaves: atexit handlers (Prefect's server stop), then no module teardown
+    return demo_s, summaries if isinstance(summaries, list) else [summaries]  # keel run prints one summary
 
 
-def _plain_command(args: argparse.Namespace, cli: Any, begun: float) -> None:
-    import contextlib
-    import io
-
-    argv = json.loads(args.argv) if args.argv else ["demo", "--json", "--months", str(args.months)]
-    buf = io.StringIO()
-    t = time.perf_counter()
-    with contextlib.redirect_stdout(buf):
-        cli.main(argv, prog_name="keel", standalone_mode=False)
-    demo_s = time.perf_counter() - t
-    summaries = json.loads(buf.getvalue())
+def _write_result(args: argparse.Namespace, begun: float, import_s: float, demo_s: float,
+                  summaries: list[dict[str, Any]], calls: list[dict[str, Any]], timers: dict[str, Any]) -> None:
+    """The worker's JSON result (with the store's model SHA-256s and the heavy modules imported), then exit."""
     with sqlite3.connect(Path(os.environ["KEEL_HOME"]) / "keel.db") as db:
         shas = dict(db.execute("select version, artifact_sha256 from model_version").fetchall())
-    result = {"begun": begun, "import_s": 0.0, "demo_s": demo_s, "calls": [], "timers": {},
-              "summaries": summaries if isinstance(summaries, list) else [summaries],
-              "model_sha": {str(k): v for k, v in shas.items()},
+    result = {"begun": begun, "import_s": import_s, "demo_s": demo_s, "calls": calls, "timers": timers,
+              "summaries": summaries, "model_sha": {str(k): v for k, v in shas.items()},
               "imported": sorted(m for m in ("lightgbm", "alibi_detect", "prefect", "prefect.server.api.server")
                                  if m in sys.modules), "ended": time.time()}
     Path(args.out).write_text(json.dumps(result))
     from keel.cli.main import _exit
 
-    _exit(0)
+    _exit(0)  # as the keel command leaves: atexit handlers (Prefect's server stop), then no module teardown
 
 
 # --- the bare subprocess ----------------------------------------------------------------------------

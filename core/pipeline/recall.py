@@ -21,6 +21,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import col, or_, select
+
 from keel.core.data.batches import sha256_file
 from keel.core.pipeline import run as book
 from keel.core.pipeline.code import pipeline_digest
@@ -65,8 +67,6 @@ def _made_by_this_code(ws: Workspace, prior: PipelineRun) -> tuple[PipelineRun, 
     run, or the newest replay of it, that this code made (a replay through the flow after an upgrade recomputed
     every stage under the new code). None when there is none, or the batch's stored copy or the candidate's
     model file is gone."""
-    from sqlmodel import col, or_, select
-
     digest = pipeline_digest()
     with ws.session() as session:
         source = session.exec(
