@@ -144,9 +144,8 @@ def report(rounds: list[dict[str, Any]], n: int) -> None:
     add("  floor: the bare script on it alone (s)", lambda r, s: bench.floor_one({"bare": r["bare"]}), "{:.1f}")
     add("  keel run - floor (goal <= +1 s)",
         lambda r, s: r[s]["one"]["wall_s"] - bench.floor_one({"bare": r["bare"]}), "{:+.1f}")
-    add("  keel run: interpreter + imports (s)", lambda r, s: r[s]["one"]["startup_s"] + r[s]["one"]["import_s"],
-        "{:.1f}")
-    add("  keel run: flow call (s)", lambda r, s: r[s]["one"]["calls"][0]["wall_s"], "{:.2f}")
+    add("  keel run served by keel's runner (1 yes, 0 no)", lambda r, s: 1.0 if r[s]["one"].get("served") else 0.0,
+        "{:.0f}")
     header = ["", "base, per round", "base median", "head, per round", "head median"]
     print()
     print(bench.fmt_table(header, rows))

@@ -758,6 +758,24 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return results
 
 
+def run_command(env: dict[str, str], cwd: Path, *argv: str) -> dict[str, Any]:
+    """The `keel` command as a user types it, in a fresh process, timed from spawn to exit (with a long-lived
+    server up, `keel server start`'s runner runs it); its summary from stdout, the store's model SHA-256s, and
+    whether the runner served it (its log counts the commands it forked)."""
+    runner_log = Path(env["KEEL_HOME"]) / "prefect" / "runner.log"
+    served_before = runner_log.read_text().count("keel runner: serving") if runner_log.exists() else 0
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "keel", *argv], env=env, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if out.returncode != 0:
+        sys.exit(f"keel {' '.join(argv)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    with sqlite3.connect(Path(env["KEEL_HOME"]) / "keel.db") as db:
+        shas = dict(db.execute("select version, artifact_sha256 from model_version").fetchall())
+    served = runner_log.exists() and runner_log.read_text().count("keel runner: serving") > served_before
+    return {"wall_s": wall, "summaries": [json.loads(out.stdout)], "served": served,
+            "model_sha": {str(k): v for k, v in shas.items()}}
+
+
 def keel_cli(env: dict[str, str], cwd: Path, *argv: str) -> str:
     """A keel command, untimed (the long-lived server's start and stop)."""
     out = subprocess.run([sys.executable, "-m", "keel", *argv], env=env, cwd=cwd, capture_output=True, text=True)
@@ -780,10 +798,9 @@ def run_warm(args: argparse.Namespace, work: Path, r: int, batches: list[Path]) 
         print(f"round {r + 1}: long-lived server: keel demo --months {args.months - 1} ...", end=" ", flush=True)
         warm = run_child("keel", work / f"warm{r}.json", env, home.parent, "--months", str(args.months - 1))
         print(f"{warm['wall_s']:.1f} s; keel run {batches[-1].name} ...", end=" ", flush=True)
-        argv = ["run", "--json", str(home / "demo" / "batches" / batches[-1].name), "--config",
-                str(home / "demo" / "keel.toml")]
-        one = run_child("keel", work / f"one{r}.json", env, home.parent, "--argv", json.dumps(argv))
-        print(f"{one['wall_s']:.1f} s", flush=True)
+        one = run_command(env, home.parent, "run", "--json", str(home / "demo" / "batches" / batches[-1].name),
+                          "--config", str(home / "demo" / "keel.toml"))
+        print(f"{one['wall_s']:.1f} s" + (" (keel's runner)" if one["served"] else ""), flush=True)
     finally:
         keel_cli(env, home.parent, "server", "stop")
     return warm, one
@@ -959,10 +976,9 @@ def report_rounds(results: dict[str, Any]) -> None:
     add("long-lived server: keel run, one batch, wall (s)", col(lambda r: r["one"]["wall_s"]), "{:.1f}")
     add("floor: bare script on that batch alone, wall (s)", col(floor_one), "{:.1f}")
     add("  keel run - floor (goal <= 1 s)", col(lambda r: r["one"]["wall_s"] - floor_one(r)), "{:+.1f}")
-    add("  keel run: interpreter + imports (s)", col(lambda r: r["one"]["startup_s"] + r["one"]["import_s"]), "{:.1f}")
+    add("  keel run served by keel's runner", col(lambda r: 1.0 if r["one"]["served"] else 0.0), "{:.0f}")
     add("  floor: interpreter + imports (s)", col(lambda r: r["bare"]["startup_s"] + r["bare"]["phases"]["imports"]),
         "{:.1f}")
-    add("  keel run: flow call (s)", col(lambda r: r["one"]["calls"][0]["wall_s"]), "{:.2f}")
     add("  floor: that month's work (s)", col(lambda r: r["bare"]["months"][-1]["wall_s"]), "{:.2f}")
     header = ["", *[f"round {i + 1}" for i in range(len(rounds))], "median" if len(rounds) > 1 else ""]
     print()

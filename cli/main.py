@@ -58,6 +58,11 @@ _register()
 
 
 def main() -> None:
+    from keel.cli.runner import delegate
+
+    served = delegate(sys.argv[1:])  # `keel server start`'s warm runner runs run, demo and replay, when it is up
+    if served is not None:
+        _exit(served)
     try:
         code = _run()
     except SystemExit as exc:
