@@ -53,7 +53,7 @@ def start_cmd(as_json: bool) -> None:
 
 @server_group.command("stop")
 def stop_cmd() -> None:
-    """Stop this home's Prefect server and keel's runner (the commands it is running end as if interrupted)."""
+    """Stop this home's Prefect server and keel's runner (the commands it is running are stopped)."""
     from keel.cli import runner as runners
     from keel.flows.local_server import stop
 
