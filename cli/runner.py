@@ -2,9 +2,9 @@
 
 A `keel run` on one batch spends seconds importing Prefect, SQLModel, LightGBM and Alibi Detect before its
 work starts. `keel server start` therefore also starts this runner, which imports all of that once. For each
-`keel run`, `keel demo` or `keel replay`, the `keel` process passes its arguments, environment, working folder
-and its standard input, output and error (the descriptors themselves, over a Unix socket only its user can
-open) to the runner, which forks a child that runs the command exactly as the `keel` process would have; the
+`keel run`, `keel demo` or `keel replay`, the `keel` process passes its arguments, environment, working folder,
+resource limits, umask and niceness, and its standard input, output and error (the descriptors themselves, over
+a Unix socket only its user can open) to the runner, which forks a child that runs the command exactly as the `keel` process would have; the
 `keel` process waits, forwards Ctrl-C and termination to the child, and exits with the child's code. It
 imports none of the heavy modules itself.
 
@@ -81,12 +81,12 @@ def running(home: Path) -> Runner | None:
 
 
 def code_digest() -> str:
-    """keel's source as this interpreter would import it, and the packages installed beside it: a runner serves a
-    command only when this is the same as when it started."""
+    """keel's source as this interpreter would import it, the packages installed beside it and PYTHONPATH: a
+    runner serves a command only when this is the same as when it started."""
     import importlib.util
     import sysconfig
 
-    digest = hashlib.sha256(f"{sys.version}\n{sys.prefix}\n".encode())
+    digest = hashlib.sha256(f"{sys.version}\n{sys.prefix}\n{os.environ.get('PYTHONPATH', '')}\n".encode())
     for name in ("keel", "keel.core", "keel.flows", "keel.cli", "keel.tui"):
         spec = importlib.util.find_spec(name)
         for root in sorted(spec.submodule_search_locations or []) if spec else []:
@@ -128,8 +128,8 @@ def delegate(argv: list[str]) -> int | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(runner.socket)
-        payload = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(),
-                              "code": code_digest()}).encode()
+        payload = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "code": code_digest(),
+                              **_process_settings()}).encode()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         fds = array.array("i", range(_FDS))
@@ -146,6 +146,47 @@ def delegate(argv: list[str]) -> int | None:
                   "runs here ('keel server stop' and 'keel server start' renew it)", file=sys.stderr)
         return None
     return _wait(conn, replies, int(first["pid"]))
+
+
+_LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_RSS", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CPU", "RLIMIT_CORE",
+           "RLIMIT_NPROC", "RLIMIT_MEMLOCK")
+
+
+def _process_settings() -> dict[str, Any]:
+    """What a process inherits besides its environment: resource limits (`ulimit`), umask, niceness."""
+    import resource
+
+    umask = os.umask(0)
+    os.umask(umask)
+    limits = {name: resource.getrlimit(getattr(resource, name)) for name in _LIMITS if hasattr(resource, name)}
+    return {"limits": limits, "umask": umask, "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+
+
+def _apply_process_settings(request: dict[str, Any]) -> None:
+    """Take the `keel` process's limits, umask and niceness: a limit can only be lowered, niceness only raised."""
+    import resource
+
+    def lower(a: int, b: int) -> int:
+        if a == resource.RLIM_INFINITY:
+            return b
+        return a if b == resource.RLIM_INFINITY else min(a, b)
+
+    for name, (soft, hard) in request.get("limits", {}).items():
+        which = getattr(resource, name, None)
+        if which is None:
+            continue
+        own_soft, own_hard = resource.getrlimit(which)
+        new_hard = lower(hard, own_hard)
+        try:
+            resource.setrlimit(which, (lower(soft, new_hard), new_hard))
+        except (ValueError, OSError):
+            pass
+    os.umask(int(request.get("umask", 0o022)))
+    try:
+        if int(request.get("nice", 0)) > os.getpriority(os.PRIO_PROCESS, 0):
+            os.setpriority(os.PRIO_PROCESS, 0, int(request["nice"]))
+    except OSError:
+        pass
 
 
 def _wait(conn: socket.socket, replies: Any, child: int) -> int:
@@ -395,6 +436,7 @@ def _child(request: dict[str, Any], fds: list[int], inherited: list[int]) -> Non
             os.dup2(fd, target)
             os.close(fd)
         sys.stdout.reconfigure(line_buffering=os.isatty(1))  # type: ignore[union-attr]
+        _apply_process_settings(request)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])

@@ -110,6 +110,34 @@ def test_bad_input_through_the_runner_is_one_line_and_the_same_exit_code(served)
         assert lines == [x for x in own.stderr.splitlines() if "using this home's Prefect server" not in x]
 
 
+def test_the_command_keeps_its_processs_umask_and_limits(served):
+    """The child runs under the `keel` process's umask and `ulimit`s, not the runner's: a file-size limit smaller
+    than the store refuses its writes there as it does in a process of its own."""
+    import resource
+
+    root, config, batches, home, _ = served
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32 << 10, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    outs = [subprocess.run([sys.executable, "-m", "keel", "run", str(batches[0]), "--config", str(config)],
+                           env=_env(home, **extra), cwd=root, capture_output=True, text=True, timeout=300,
+                           preexec_fn=small_files) for extra in ({}, {"KEEL_RUNNER": "off"})]
+    assert outs[0].returncode == outs[1].returncode != 0, [o.stderr for o in outs]
+    for out in outs:
+        lines = [x for x in out.stderr.splitlines() if "using this home's Prefect server" not in x]
+        assert len(lines) == 1 and lines[0].startswith("keel: ") and "Traceback" not in out.stderr, out.stderr
+    for leftover in [*home.glob("keel.db*"), home / "artifacts"]:  # what the refused run began
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+    private = subprocess.run([sys.executable, "-m", "keel", "run", str(batches[0]), "--config", str(config)],
+                             env=_env(home), cwd=root, capture_output=True, text=True, timeout=300,
+                             preexec_fn=lambda: os.umask(0o077))
+    assert private.returncode == 0, private.stderr
+    modes = {oct(p.stat().st_mode & 0o777) for p in (home / "artifacts").rglob("*") if p.is_file()}
+    assert modes == {"0o600"}, modes
+
+
 def test_ctrl_c_reaches_the_command_and_the_runner_serves_on(served):
     root, config, batches, home, _ = served
     proc = subprocess.Popen([sys.executable, "-m", "keel", "run", str(batches[1]), "--config", str(config)],
