@@ -134,8 +134,10 @@ def delegate(argv: list[str]) -> int | None:
             stream.flush()
         fds = array.array("i", range(_FDS))
         conn.sendmsg([_LENGTH.pack(len(payload)), payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        conn.settimeout(30)  # a runner that does not answer (stopped, wedged): run here
         replies = conn.makefile("rb")
         first = json.loads(replies.readline() or b"{}")
+        conn.settimeout(None)
     except (OSError, ValueError):  # the runner went away meanwhile: run here
         conn.close()
         return None
