@@ -12,7 +12,8 @@ A runner serves only the code and the libraries it imported: a `keel` whose sour
 (an edit, an upgrade) runs the command itself and says so once. Without a runner, or with KEEL_RUNNER=off, every
 command runs in its own process, as before.
 
-This module's top level imports only the standard library: the `keel` command imports it on every call.
+This module's top level imports only the standard library: the `keel` command imports it on every call (finding
+a runner reads its record with keel.flows.local_server, which imports no more).
 """
 
 from __future__ import annotations
@@ -69,15 +70,9 @@ def _alive(pid: int) -> bool:
 
 def running(home: Path) -> Runner | None:
     """The home's runner when its process is alive; a stale record is removed."""
-    path = record_path(home)
-    try:
-        runner = Runner(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-    if _alive(runner.pid):
-        return runner
-    path.unlink(missing_ok=True)
-    return None
+    from keel.flows.local_server import read_record
+
+    return read_record(record_path(home), Runner, _alive)
 
 
 def code_digest() -> str:
@@ -245,18 +240,12 @@ def wait_ready(home: Path, proc: subprocess.Popen[bytes], timeout: float = 180.0
 
 def stop(home: Path, timeout: float = 60.0) -> Runner | None:
     """Stop the home's runner: the commands it is running are ended (SIGTERM) and reported to their `keel`."""
+    from keel.flows.local_server import end_process
+
     runner = running(home)
     if runner is None:
         return None
-    try:
-        os.kill(runner.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + timeout
-    while _alive(runner.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _alive(runner.pid):
-        os.kill(runner.pid, signal.SIGKILL)
+    end_process(runner.pid, _alive, timeout)
     record_path(home).unlink(missing_ok=True)
     return runner
 

@@ -17,8 +17,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from keel.core.errors import PrefectError
 
@@ -62,17 +64,42 @@ def wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float) -> bool
     return True
 
 
-def running(prefect_home: Path) -> LocalServer | None:
-    """The home's server when its process is alive; a stale record is removed."""
-    path = record_path(prefect_home)
+_Record = TypeVar("_Record")
+
+
+def read_record(path: Path, kind: Callable[..., _Record], alive: Callable[[int], bool]) -> _Record | None:
+    """A background process's record (a JSON object with its pid) when that process is alive; a stale record (the
+    process gone, or the pid now another program's) is removed."""
     try:
-        server = LocalServer(**json.loads(path.read_text()))
+        record = kind(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if _alive(server.pid):
-        return server
+    if alive(record.pid):  # type: ignore[attr-defined]
+        return record
     path.unlink(missing_ok=True)
     return None
+
+
+def end_process(pid: int, alive: Callable[[int], bool], timeout: float, group: bool = False) -> None:
+    """SIGTERM (to its process group with `group`), then SIGKILL if it is still alive after `timeout` seconds."""
+    kill = os.killpg if group else os.kill
+    try:
+        kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        try:
+            kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def running(prefect_home: Path) -> LocalServer | None:
+    """The home's server when its process is alive; a stale record is removed."""
+    return read_record(record_path(prefect_home), LocalServer, _alive)
 
 
 def _free_port() -> int:
@@ -107,15 +134,7 @@ def stop(prefect_home: Path, timeout: float = 30.0) -> LocalServer | None:
     server = running(prefect_home)
     if server is None:
         return None
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + timeout
-    while _alive(server.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _alive(server.pid):
-        os.killpg(server.pid, signal.SIGKILL)
+    end_process(server.pid, _alive, timeout, group=True)
     record_path(prefect_home).unlink(missing_ok=True)
     return server
 
