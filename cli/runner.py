@@ -301,12 +301,19 @@ def serve(home: Path) -> None:
             ready, _, _ = select.select([listener, wake_r, *waiting], [], [], 5.0)
             for item in ready:
                 if item is listener:
-                    _accept(listener, code, children, (wake_r, wake_w))
+                    try:
+                        _accept(listener, code, children, (wake_r, wake_w))
+                    except OSError as exc:  # one `keel` that went away mid-request never ends the runner
+                        print(f"keel runner: a request failed: {exc}", flush=True)
                 elif item is wake_r:
                     _drain(wake_r)
                 else:  # a waiting `keel` went away (killed): end its command as its own death would have
                     pid = next(p for p, c in children.items() if c is item)
-                    if not item.recv(1, socket.MSG_PEEK):
+                    try:
+                        gone = not item.recv(1, socket.MSG_PEEK)
+                    except OSError:
+                        gone = True
+                    if gone:
                         orphans.add(pid)
                         _signal(pid, signal.SIGTERM)
             _reap(children)
@@ -394,10 +401,12 @@ def _accept(listener: socket.socket, code: str, children: dict[int, socket.socke
         conn.close()
         return
     if request.get("code") != code or len(fds) != _FDS:
-        conn.sendall(b'{"refused": "code"}\n' if request.get("code") != code else b'{"refused": "descriptors"}\n')
         for fd in fds:
             os.close(fd)
-        conn.close()
+        try:
+            conn.sendall(b'{"refused": "code"}\n' if request.get("code") != code else b'{"refused": "descriptors"}\n')
+        finally:
+            conn.close()
         return
     pid = os.fork()
     if pid == 0:  # the child: never returns
