@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -65,34 +66,28 @@ def _run_flow(batch: str, config: str) -> dict[str, Any]:
         return run_pipeline(batch=batch, config=config)
 
 
-_CLIENT: list[tuple[str, Any]] = []  # (API URL, the open SyncClientContext's exit stack)
+_CLIENT: list[tuple[str, Any]] = []  # (API URL, the open SyncClientContext's exit stack): one at most
 
 
 def _share_client(api: str | None) -> None:
     """One Prefect API client for every flow run of this command against `api` (Prefect's engine takes the open
     one): a client of its own per flow run cost a TLS context (25-65 ms, even for http://), a version check
     request and a connection. A command whose server changes (the temporary one started again) gets a new one."""
-    import atexit
     from contextlib import ExitStack
 
     from prefect.context import SyncClientContext
 
     if _CLIENT and _CLIENT[0][0] == api:
         return
-    while _CLIENT:
-        _CLIENT.pop()[1].close()
+    _close_client()
     if not api:  # Prefect's own temporary server, started by its engine: leave the client to the engine
         return
     stack = ExitStack()
     stack.enter_context(SyncClientContext())
-    if not _CLIENT_CLOSES:
-        _CLIENT_CLOSES.append(atexit.register(_close_client))
     _CLIENT.append((api, stack))
 
 
-_CLIENT_CLOSES: list[Any] = []
-
-
+@atexit.register
 def _close_client() -> None:
     while _CLIENT:
         _CLIENT.pop()[1].close()

@@ -81,13 +81,13 @@ def code_digest() -> str:
     import importlib.util
     import sysconfig
 
+    from keel.core.pipeline.code import source_digest  # the digest of the cached tasks' keys, over each root
+
     digest = hashlib.sha256(f"{sys.version}\n{sys.prefix}\n{os.environ.get('PYTHONPATH', '')}\n".encode())
     for name in ("keel", "keel.core", "keel.flows", "keel.cli", "keel.tui"):
         spec = importlib.util.find_spec(name)
         for root in sorted(spec.submodule_search_locations or []) if spec else []:
-            for path in sorted(Path(root).rglob("*.py")):
-                digest.update(f"{name}:{path.relative_to(root)}\n".encode())
-                digest.update(path.read_bytes())
+            digest.update(f"{name}:{source_digest(Path(root))}\n".encode())
     for key in ("purelib", "platlib"):  # an upgrade changes a dist-info folder's name (its version)
         folder = Path(sysconfig.get_paths()[key])
         names = sorted(p for p in os.listdir(folder) if p.endswith((".dist-info", ".egg-info"))) if folder.is_dir() else []
