@@ -293,6 +293,8 @@ def bare_worker(args: argparse.Namespace) -> None:
     from keel.core.drift.detect import detect_drift, label_drift, score_drift
     from keel.core.model.evaluate import classification_metrics, compare_models, confusion_drift
     from keel.core.model.train import DEFAULT_PARAMS
+    from keel.core.monitoring.calibration import MIN_CALIBRATION_ROWS
+    from keel.core.monitoring.estimate import ESTIMATED, estimate_metrics, fit_calibrator
     from keel.core.pipeline.holdout import split
 
     cfg = parse_config(tomllib.loads(DEMO_CONFIG))
@@ -327,8 +329,28 @@ def bare_worker(args: argparse.Namespace) -> None:
         X = matrix(frame, model["spec"].features, model["categories"])
         return np.asarray(model["booster"].predict(X, num_threads=params["num_threads"]), dtype=np.float64)
 
+    monitor = cfg.monitor
+    ids = [hashlib.sha256(p.read_bytes()).hexdigest() for p in batches]  # keel's dataset ids: the files' SHA-256
+
+    def estimate(production: dict[str, Any], scores: np.ndarray, scored: list[dict[str, Any]]) -> dict[str, Any]:
+        """keel's label-free estimate (core.monitoring.hooks.after_scoring, core.monitoring.calibration): calibrated on
+        the newest labelled batches this production model scored (their labelled rows as keel's prediction table
+        gives them: batches in id order, rows in row-id order), else on its training holdout."""
+        recent = []
+        if monitor.calibrate_on == "recent":
+            recent = [m for m in reversed(scored) if m["model"] is production and m["y"].size]
+            recent = recent[: monitor.calibration_batches]
+        if sum(m["y"].size for m in recent) >= MIN_CALIBRATION_ROWS:
+            recent.sort(key=lambda m: m["id"])
+            y, s = np.concatenate([m["y"] for m in recent]), np.concatenate([m["s"] for m in recent])
+        else:
+            y, s = label_array(production["holdout"], production["spec"]), production["holdout_scores"]
+        est = estimate_metrics(scores, fit_calibrator(y, s, monitor.calibration), threshold, monitor.prior_shift)
+        return {k: est[k] for k in ESTIMATED}
+
     production: dict[str, Any] | None = None
     labelled: dict[int, pl.DataFrame] = {}
+    scored: list[dict[str, Any]] = []  # per month scored: the model, the batch's labelled rows' labels and scores
     months: list[dict[str, Any]] = []
     t = phase("setup", t)
     for i, path in enumerate(batches):
@@ -366,6 +388,13 @@ def bare_worker(args: argparse.Namespace) -> None:
             confusion_drift(production["metrics"]["confusion"], metrics["confusion"])
             out["roc_auc"] = metrics["roc_auc"]
             t = phase("metrics", t)
+            if monitor.estimate:
+                out["estimate"] = estimate(production, scores, scored)
+                rows = pl.DataFrame({"id": good[spec.id].cast(pl.String), "y": cur_y, "s": scores})
+                rows = rows.filter(pl.col("y").is_not_nan()).sort("id")
+                scored.append({"model": production, "id": ids[i], "y": rows["y"].to_numpy(),
+                               "s": rows["s"].to_numpy()})
+                t = phase("label-free estimate", t)
         step = plan[i]
         if step["retrain"]:
             parts = [labelled[m] for m in step["window"]]
@@ -588,6 +617,8 @@ def plan_from(summaries: list[dict[str, Any]], batch_ids: list[str]) -> list[dic
 
 def verify(keel: dict[str, Any], bare: dict[str, Any]) -> list[str]:
     """Differences between keel's results and the bare script's (empty when they did the same work)."""
+    from keel.core.monitoring.estimate import ESTIMATED
+
     problems = []
     trainings = 0
     for s, b in zip(keel["summaries"], bare["months"], strict=True):
@@ -597,6 +628,10 @@ def verify(keel: dict[str, Any], bare: dict[str, Any]) -> list[str]:
         auc = (s.get("metrics") or {}).get("roc_auc")
         if (auc is None) != (b.get("roc_auc") is None) or auc is not None and abs(auc - b["roc_auc"]) > 1e-9:
             problems.append(f"{m}: production roc_auc keel {auc} bare {b.get('roc_auc')}")
+        estimate = {k: v for k, v in (s.get("estimate") or {}).items() if k in ESTIMATED}
+        if estimate.keys() != (b.get("estimate") or {}).keys() or any(
+                v is None or abs(v - b["estimate"][k]) > 1e-9 for k, v in estimate.items()):
+            problems.append(f"{m}: label-free estimate keel {estimate} bare {b.get('estimate')}")
         drifted = (s.get("drift") or {}).get("drifted")
         if drifted is not None and sorted(drifted) != sorted(b.get("drifted") or []):
             problems.append(f"{m}: drifted keel {drifted} bare {b.get('drifted')}")
