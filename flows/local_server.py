@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from keel.core.errors import PrefectError
+from keel.flows.prefect_db import server_env, server_started
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def start(prefect_home: Path, timeout: float = 120.0) -> tuple[LocalServer, bool
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = prefect_home / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | server_env(prefect_home)
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                  "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -124,6 +125,7 @@ def start(prefect_home: Path, timeout: float = 120.0) -> tuple[LocalServer, bool
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
         raise PrefectError(f"the Prefect server did not start (see {log})")
+    server_started(prefect_home)
     server = LocalServer(proc.pid, port, url, str(log))
     record_path(prefect_home).write_text(json.dumps(asdict(server)))
     return server, True
@@ -164,7 +166,7 @@ class TemporaryServer:
         app_dir = Path(next(iter(spec.submodule_search_locations or []))).parent if spec else Path(".")
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}/api"
-        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | server_env(self.prefect_home)
         env.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
@@ -185,6 +187,8 @@ class TemporaryServer:
             for attempt in range(attempts):  # a port taken meanwhile by another program: uvicorn exits, retry
                 assert self.proc is not None and self.url is not None
                 self._ready = wait_until_healthy(self.url, self.proc, timeout)
+                if self._ready:
+                    server_started(self.prefect_home)
                 if self._ready or self.proc.poll() is None or attempt == attempts - 1:
                     break
                 self._launch()

@@ -55,6 +55,7 @@ def ingest(ws: Workspace, path: str) -> dict[str, Any]:
         crash_point("ingest:stored")
     finally:
         snap.unlink(missing_ok=True)
+    _FRAMES.put((ws.settings.artifacts_root, sha), frame)  # what load_dataset would read back: the bytes just stored
     labelled = frame.height - frame[ws.cfg.target].null_count() if ws.cfg.target in frame.columns else 0
     start, end = time_span(frame, ws.cfg.timestamp)
     row = {"id": sha, "kind": "batch", "source": source, "format": batch_format(src),
