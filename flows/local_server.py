@@ -109,6 +109,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _environment(prefect_home: Path) -> dict[str, str]:
+    """A server's environment: this one without the API URL it is to serve (a client setting), and what a server
+    in ``prefect_home`` needs (:func:`keel.flows.prefect_db.server_env`)."""
+    return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | server_env(prefect_home)
+
+
 def start(prefect_home: Path, timeout: float = 120.0) -> tuple[LocalServer, bool]:
     """Start the home's server unless it runs already; (server, started now)."""
     if (server := running(prefect_home)) is not None:
@@ -116,7 +122,7 @@ def start(prefect_home: Path, timeout: float = 120.0) -> tuple[LocalServer, bool
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = prefect_home / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | server_env(prefect_home)
+    env = _environment(prefect_home)
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                  "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -166,7 +172,7 @@ class TemporaryServer:
         app_dir = Path(next(iter(spec.submodule_search_locations or []))).parent if spec else Path(".")
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}/api"
-        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | server_env(self.prefect_home)
+        env = _environment(self.prefect_home)
         env.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",

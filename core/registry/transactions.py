@@ -6,6 +6,7 @@ revision number: a writer that read an older revision loses with a Conflict.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from keel.core.store.models import (
     Alias,
     AuditEvent,
     ModelVersion,
+    RegistryCommit,
     Review,
     ReviewDecision,
     utcnow,
@@ -82,17 +84,28 @@ def production_version(session: Session, model_name: str) -> ModelVersion | None
     return session.get(ModelVersion, alias.model_version_id) if alias else None
 
 
-@unit_of_work
-def _commit(ws: Workspace, work: Callable[[Session], T]) -> T:
+def _commit(ws: Workspace, work: Callable[[Session], T], done: Callable[[Session], T]) -> T:
     """Run ``work(session)`` as one write transaction; a lost race is a Conflict.
 
     On SQLite the transaction takes the write lock first (BEGIN IMMEDIATE), so writers queue and
     the later one sees what the earlier one did; on PostgreSQL the alias row lock and the unique
     keys of the audit chain decide. A store that stays locked or fails is a StoreError naming it.
+
+    The transaction writes a token of its own (registry_commit). When the connection drops after the store
+    committed but before its reply came, the unit is tried again, finds its token and returns ``done(session)``
+    (what ``work`` made, read back) instead of acting twice: no second audit event, no Conflict with itself.
     """
+    return _transaction(ws, work, done, uuid.uuid4().hex)
+
+
+@unit_of_work
+def _transaction(ws: Workspace, work: Callable[[Session], T], done: Callable[[Session], T], token: str) -> T:
     with map_exceptions(lost_race("the registry")), ws.session() as session:
         if session.get_bind().dialect.name == "sqlite":
             session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        if session.get(RegistryCommit, token) is not None:  # an earlier try committed; its reply was lost
+            return done(session)
+        session.add(RegistryCommit(token=token))
         return work(session)
 
 
@@ -101,7 +114,7 @@ def check_authorised(ws: Workspace, actor: str, action: str, model_name: str, ve
     allowed, why = may_act(ws, actor)
     if allowed:
         return
-    _commit(ws, lambda s: append_audit(s, actor, f"refused:{action}", model_name, version, why))
+    _commit(ws, lambda s: append_audit(s, actor, f"refused:{action}", model_name, version, why), lambda s: None)
     approvers = ", ".join(ws.cfg.review.approvers)
     raise NotAuthorized(f"{user_of(actor)} may not {action} {model_name}: approvers are {approvers}")
 
@@ -226,7 +239,7 @@ def promote(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
         return mv
 
     superseded: list[int] = []
-    mv = _commit(ws, work)
+    mv = _commit(ws, work, lambda session: get_version(session, model_name, version))
     # a manual promotion of a candidate under review also ends a waiting run
     resumed = notify_waiting_run(ws, mv.id, "approve", actor, reason) if action != "promote:auto" else None
     return Decision(mv, None, _waiting([resumed, *_end_waiting(ws, superseded, actor)]))
@@ -259,7 +272,7 @@ def reject(ws: Workspace, model_name: str, version: int, reason: str, *, actor: 
         append_audit(session, actor, "reject", model_name, version, reason, details)
         return mv
 
-    mv = _commit(ws, work)
+    mv = _commit(ws, work, lambda session: get_version(session, model_name, version))
     return Decision(mv, None, _waiting([notify_waiting_run(ws, mv.id, "reject", actor, reason)]))
 
 
@@ -285,7 +298,12 @@ def open_review(ws: Workspace, model_name: str, version: int, reasons: list[str]
         session.flush()
         return review
 
-    return _commit(ws, work)
+    def done(session: Session) -> Review:
+        review = _review_of(session, model_name, version)
+        assert review is not None  # committed by the try whose reply was lost
+        return review
+
+    return _commit(ws, work, done)
 
 
 def production_stack(session: Session, model_name: str) -> list[int]:
@@ -342,9 +360,13 @@ def rollback(ws: Workspace, model_name: str, reason: str, *, to: int | None = No
                    authorise=False, details={"from_version": from_version})
 
 
-def open_review_for(session: Session, model_name: str, version: int) -> Review:
+def _review_of(session: Session, model_name: str, version: int) -> Review | None:
     mv = get_version(session, model_name, version)
-    review = session.exec(select(Review).where(Review.candidate_version_id == mv.id)).first()
+    return session.exec(select(Review).where(Review.candidate_version_id == mv.id)).first()
+
+
+def open_review_for(session: Session, model_name: str, version: int) -> Review:
+    review = _review_of(session, model_name, version)
     if review is None:
         raise NotFound(f"{model_name} v{version} has no review")
     if review.status == "superseded":
@@ -400,7 +422,8 @@ def approve(ws: Workspace, model_name: str, version: int, reason: str, *, actor:
         return Decision(mv, review)
 
     superseded: list[int] = []
-    decision = _commit(ws, work)
+    decision = _commit(ws, work, lambda session: Decision(get_version(session, model_name, version),
+                                                          _review_of(session, model_name, version)))
     approved = decision.review is not None and decision.review.status == "approved"
     resumed = notify_waiting_run(ws, decision.model_version.id, "approve", actor, reason) if approved else None
     return replace(decision, waiting_runs=_waiting([resumed, *_end_waiting(ws, superseded, actor)]))

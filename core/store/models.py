@@ -191,6 +191,15 @@ class AuditHead(SQLModel, table=True):
     event_id: int | None = None
 
 
+class RegistryCommit(SQLModel, table=True):
+    """One row per registry transaction, written in it: a try whose commit reached the store but whose reply was
+    lost (a dropped connection) is recognised when the transaction is tried again, and not done twice."""
+
+    __tablename__ = "registry_commit"
+    token: str = Field(primary_key=True, max_length=32)
+    at: datetime = Field(default_factory=utcnow)
+
+
 class MetricPoint(SQLModel, table=True):
     """One metric value: which model, on which data, in which run, against which thresholds."""
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings
 
 from keel.cli.pipeline import _flow_settings
@@ -35,4 +33,3 @@ def test_flow_runs_share_one_copy_of_the_settings_until_the_settings_or_the_upda
     finally:
         monkeypatch.delenv("PREFECT_API_REQUEST_TIMEOUT")
         configure_prefect()
-    assert "PREFECT_API_REQUEST_TIMEOUT" not in os.environ

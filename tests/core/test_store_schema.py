@@ -19,7 +19,7 @@ from keel.core.store.models import SQLModel
 def test_migrations_at_head_match_the_models(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0003"
+    assert current_revision(engine) == head_revision() == "0004"
     with engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diffs == [], f"models and migrations differ: add a migration (scripts/new-migration.sh): {diffs}"
@@ -35,10 +35,11 @@ def test_a_store_at_0001_is_upgraded_keeping_its_rows(tmp_path):
                           " VALUES ('abc', 'batch', 'csv', 3, 3, '/x', '2026-11-01 00:00:00')"))
     assert "data_to" not in {c["name"] for c in inspect(engine).get_columns("dataset_version")}
     upgrade(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     assert {"data_from", "data_to"} <= {c["name"] for c in inspect(engine).get_columns("dataset_version")}
     assert "batch_time" in {c["name"] for c in inspect(engine).get_columns("metric_point")}
     assert "code_hash" in {c["name"] for c in inspect(engine).get_columns("pipeline_run")}
+    assert "registry_commit" in inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id, rows, data_to FROM dataset_version")).all() == [("abc", 3, None)]
 
