@@ -198,37 +198,65 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
 
 def _weighted_auc(w: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """ROC AUC per resample row of weights w (B x n); tied scores count one half."""
-    order = np.argsort(p, kind="stable")
-    ps, ys, ws = p[order], y[order], w[:, order]
-    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])  # first row of each tie group
-    pos_w = np.add.reduceat(ws * ys, starts, axis=1)
-    neg_w = np.add.reduceat(ws * (1 - ys), starts, axis=1)
-    below = np.cumsum(neg_w, axis=1) - neg_w
-    num = np.sum(pos_w * (below + 0.5 * neg_w), axis=1)
-    den = pos_w.sum(axis=1) * neg_w.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, np.nan)
+    return _RowTerms(y, p, 0.5, ("roc_auc",)).auc(w)
 
 
-def _boot_values(
-    metric: str, w: np.ndarray, y: np.ndarray, p: np.ndarray, threshold: float
-) -> np.ndarray:
-    """One model's metric on every resample; w holds how often each row was drawn."""
-    pred = (p >= threshold).astype(np.float64)
-    yf = y.astype(np.float64)
-    if metric == "accuracy":
-        return w @ (pred == yf) / y.size
-    if metric in ("precision", "recall", "f1"):
-        tp, fp, fn = w @ (pred * yf), w @ (pred * (1 - yf)), w @ ((1 - pred) * yf)
-        num = tp if metric != "f1" else 2 * tp
-        den = {"precision": tp + fp, "recall": tp + fn, "f1": 2 * tp + fp + fn}[metric]
-        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-    if metric == "log_loss":
-        pc = np.clip(p, _EPS, 1 - _EPS)
-        return w @ -np.where(y == 1, np.log(pc), np.log1p(-pc)) / y.size
-    if metric == "brier":
-        return w @ ((p - yf) ** 2) / y.size
-    return _weighted_auc(w, y, p)
+class _RowTerms:
+    """One model's per-row terms of the bootstrapped metrics, computed once for all resamples: a resample's
+    metric is then a weighted sum of them (w @ term), so each resample costs one pass per term over its weights."""
+
+    def __init__(self, y: np.ndarray, p: np.ndarray, threshold: float, metrics: Sequence[str]) -> None:
+        self.n = y.size
+        pred = (p >= threshold).astype(np.float64)
+        yf = y.astype(np.float64)
+        self.terms: dict[str, np.ndarray] = {}
+        if "accuracy" in metrics:
+            self.terms["correct"] = (pred == yf).astype(np.float64)
+        if {"precision", "recall", "f1"} & set(metrics):
+            self.terms |= {"tp": pred * yf, "fp": pred * (1 - yf), "fn": (1 - pred) * yf}
+        if "log_loss" in metrics:
+            pc = np.clip(p, _EPS, 1 - _EPS)
+            self.terms["log_loss"] = -np.where(y == 1, np.log(pc), np.log1p(-pc))
+        if "brier" in metrics:
+            self.terms["brier"] = (p - yf) ** 2
+        if "roc_auc" in metrics:
+            self.order = np.argsort(p, kind="stable")
+            ps, self.ys = p[self.order], y[self.order]
+            self.starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])  # first row of each tie group
+
+    def values(self, w: np.ndarray, metrics: Sequence[str]) -> dict[str, np.ndarray]:
+        """Each metric on every resample; w holds how often each row was drawn (B x n)."""
+        sums: dict[str, np.ndarray] = {}
+
+        def total(term: str) -> np.ndarray:
+            if term not in sums:
+                sums[term] = w @ self.terms[term]
+            return sums[term]
+
+        out = {}
+        for metric in metrics:
+            if metric == "accuracy":
+                out[metric] = total("correct") / self.n
+            elif metric in ("precision", "recall", "f1"):
+                tp, fp, fn = total("tp"), total("fp"), total("fn")
+                num = tp if metric != "f1" else 2 * tp
+                den = {"precision": tp + fp, "recall": tp + fn, "f1": 2 * tp + fp + fn}[metric]
+                out[metric] = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+            elif metric in ("log_loss", "brier"):
+                out[metric] = total(metric) / self.n
+            else:
+                out[metric] = self.auc(w)
+        return out
+
+    def auc(self, w: np.ndarray) -> np.ndarray:
+        ws, ys = w[:, self.order], self.ys
+        pos_w = np.add.reduceat(ws * ys, self.starts, axis=1)
+        neg_w = np.add.reduceat(ws * (1 - ys), self.starts, axis=1)
+        below = np.cumsum(neg_w, axis=1) - neg_w
+        num = np.sum(pos_w * (below + 0.5 * neg_w), axis=1)
+        den = pos_w.sum(axis=1) * neg_w.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / den, np.nan)
 
 
 def _resample_weights(rng: np.random.Generator, n_boot: int, n: int) -> Any:
@@ -256,10 +284,12 @@ def paired_bootstrap(
     y = _as_labels(y_true)
     a, b = _as_proba(proba_a, y.size), _as_proba(proba_b, y.size)
     rng = np.random.default_rng(seed)
+    terms_a, terms_b = _RowTerms(y, a, threshold, metrics), _RowTerms(y, b, threshold, metrics)
     parts: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
     for w in _resample_weights(rng, n_boot, y.size):
+        values_a, values_b = terms_a.values(w, metrics), terms_b.values(w, metrics)
         for m in metrics:
-            d = _boot_values(m, w, y, a, threshold) - _boot_values(m, w, y, b, threshold)
+            d = values_a[m] - values_b[m]
             parts[m].append(d if HIGHER_IS_BETTER[m] else -d)
     return {m: np.concatenate(v) if v else np.empty(0) for m, v in parts.items()}
 

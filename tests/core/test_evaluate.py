@@ -221,6 +221,20 @@ def test_weighted_auc_equals_auc_of_resample() -> None:
     assert _weighted_auc(w, y, p)[0] == pytest.approx(skm.roc_auc_score(y[idx], p[idx]))
 
 
+def test_each_bootstrap_resample_scores_as_the_rows_it_drew() -> None:
+    """A resample's metric from the per-row terms and its draw counts equals the metric of the drawn rows."""
+    y, a = _scores(7, 400)
+    _, b = _scores(8, 400, noise=1.5)
+    metrics = ["accuracy", "precision", "recall", "f1", "log_loss", "brier", "roc_auc"]
+    boot = paired_bootstrap(y, a, b, metrics, n_boot=3, seed=11)
+    draws = np.random.default_rng(11).integers(0, 400, size=(3, 400))  # the draws paired_bootstrap makes
+    for r, idx in enumerate(draws):
+        on_a, on_b = classification_metrics(y[idx], a[idx]), classification_metrics(y[idx], b[idx])
+        for m in metrics:
+            d = on_a[m] - on_b[m]
+            assert boot[m][r] == pytest.approx(d if HIGHER_IS_BETTER[m] else -d, abs=1e-12), m
+
+
 def test_paired_bootstrap_shares_resamples_and_chunks() -> None:
     y, p = _scores(2, 60_000)
     boot = paired_bootstrap(y, p, p, ["accuracy", "log_loss", "roc_auc"], n_boot=150, seed=1)
