@@ -234,10 +234,15 @@ def utc_times(frame: pl.DataFrame, column: str | None) -> pl.Series | None:
         return None
     values = frame.get_column(column)
     if values.dtype == pl.String:
+        # each distinct string parsed once (a batch's times repeat: the demo's 28k rows hold 700 hours), in order
+        # of first appearance, so the format polars infers from the first value is the one it infers for the column
+        distinct = values.unique(maintain_order=True)
         try:
-            values = values.str.to_datetime(strict=False, time_unit="us")
+            parsed = distinct.str.to_datetime(strict=False, time_unit="us")
         except (pl.exceptions.PolarsError, ValueError):
             return None
+        values = values.replace_strict(distinct, parsed, return_dtype=parsed.dtype) if len(distinct) < len(values) \
+            else parsed
     if values.dtype == pl.Date:
         values = values.cast(pl.Datetime("us"))
     if not isinstance(values.dtype, pl.Datetime):

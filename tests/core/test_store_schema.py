@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from keel.core.data.batches import time_span
+from keel.core.data.batches import time_span, utc_times
 from keel.core.store.migrate import _config, current_revision, head_revision, upgrade
 from keel.core.store.models import SQLModel
 
@@ -52,6 +52,12 @@ def test_a_store_at_0001_is_upgraded_keeping_its_rows(tmp_path):
 ])
 def test_time_span_reads_times_as_utc(column):
     assert time_span(pl.DataFrame([column]), "t") == (datetime(2013, 7, 1, 5, tzinfo=UTC), datetime(2013, 7, 31, 23, tzinfo=UTC))
+
+
+def test_repeated_time_strings_each_read_as_they_would_be_alone():
+    column = pl.Series("t", ["2013-07-01T05:00:00Z", None, "2013-07-01T05:00:00Z", "soon", "2013-07-02T06:00:00Z"] * 3)
+    assert utc_times(pl.DataFrame([column]), "t").to_list() == [
+        datetime(2013, 7, 1, 5), None, datetime(2013, 7, 1, 5), None, datetime(2013, 7, 2, 6)] * 3
 
 
 def test_time_span_is_empty_for_what_is_not_a_time():
