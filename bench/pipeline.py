@@ -52,9 +52,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 # tables whose content must not change on a cached rerun (pipeline_run and stage_run gain replay rows)
-STABLE_TABLES = ("dataset_version", "dataset_lineage", "model_version", "alias", "prediction", "quarantine",
-                 "drift_report", "feature_drift", "metric_point", "review", "review_decision", "audit_event",
-                 "alert")
+STABLE_TABLES = ("dataset_version", "dataset_lineage", "model_version", "alias", "prediction_set", "prediction",
+                 "quarantine", "drift_report", "feature_drift", "metric_point", "review", "review_decision",
+                 "audit_event", "alert")
 
 
 # --- timers ---------------------------------------------------------------------------------------

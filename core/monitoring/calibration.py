@@ -65,8 +65,9 @@ def _recent_rows(ws: Workspace, production: dict[str, Any], dataset_id: str,
     return found
 
 
-_LABELLED = text("SELECT actual, score FROM prediction WHERE dataset_id = :dataset_id "
-                 "AND model_version_id = :model_version_id AND actual IS NOT NULL")
+_LABELLED = text("SELECT p.actual, p.score FROM prediction p WHERE p.set_id = (SELECT s.id FROM prediction_set s "
+                 "WHERE s.dataset_id = :dataset_id AND s.model_version_id = :model_version_id) "
+                 "AND p.actual IS NOT NULL")
 
 
 def _labelled_predictions(conn: Any, dataset_id: str, model_version_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import bindparam
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from keel.core.data.batches import read_batch
 from keel.core.data.features import FeatureSpec, infer_positive, label_array
 from keel.core.errors import DataError, UsageError
 from keel.core.monitoring import alerts, thresholds
 from keel.core.store.engine import unit_of_work
-from keel.core.store.models import MetricPoint, ModelVersion, Prediction
+from keel.core.store.models import MetricPoint, ModelVersion, Prediction, PredictionSet
 from keel.core.workspace import Workspace
 
 CHUNK = 5000
@@ -73,28 +73,29 @@ def attach_labels(ws: Workspace, path: str | Path) -> dict[str, Any]:
     """Attach the file's labels to stored predictions; measure every batch touched; check the drop rule."""
     labels, skipped = read_labels(ws, path)
     ids = list(labels)
-    found: list[tuple[str, str, int, int | None, str | None]] = []
+    found: list[tuple[str, str, int, int | None, str | None, int]] = []
     with ws.session() as session:
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
-            # sqlmodel types select() for at most four columns; five are fine at run time
-            found += session.exec(select(Prediction.dataset_id, Prediction.row_id,  # type: ignore[call-overload]
-                                         Prediction.model_version_id, Prediction.actual, Prediction.run_id)
+            # sqlmodel types select() for at most four columns; six are fine at run time
+            found += session.exec(select(PredictionSet.dataset_id, Prediction.row_id,  # type: ignore[call-overload]
+                                         PredictionSet.model_version_id, Prediction.actual, PredictionSet.run_id,
+                                         Prediction.set_id)
+                                  .join(PredictionSet, col(PredictionSet.id) == col(Prediction.set_id))
                                   .where(col(Prediction.row_id).in_(chunk))).all()
         model_ids = set(session.exec(select(ModelVersion.id).where(
             ModelVersion.model_name == ws.cfg.model)).all()) if found else set()
     found = [f for f in found if f[2] in model_ids]  # another model's predictions are not ours to label
     known = {f[1] for f in found}
     unknown = [i for i in ids if i not in known]
-    changes = [{"d": d, "r": r, "m": m, "a": labels[r]} for d, r, m, actual, _ in found if actual != labels[r]]
+    changes = [{"s": s, "r": r, "a": labels[r]} for _, r, _, actual, _, s in found if actual != labels[r]]
     table = Prediction.__table__  # type: ignore[attr-defined]
     with ws.session() as session:
         if changes:
-            session.execute(table.update().where(table.c.dataset_id == bindparam("d"), table.c.row_id == bindparam("r"),
-                                                 table.c.model_version_id == bindparam("m"))
+            session.execute(table.update().where(table.c.set_id == bindparam("s"), table.c.row_id == bindparam("r"))
                             .values(actual=bindparam("a")), changes)
     touched: dict[tuple[str, int], Counter] = {}
-    for d, _, m, _, run in found:
+    for d, _, m, _, run, _ in found:
         touched.setdefault((d, m), Counter())[run] += 1
     batches = [_measure(ws, d, m, runs.most_common(1)[0][0]) for (d, m), runs in sorted(touched.items())]
     return {"file": str(path), "labels": len(labels), "skipped": skipped, "matched_rows": len(found),
@@ -108,11 +109,11 @@ def _measure(ws: Workspace, dataset_id: str, model_version_id: int, run_id: str 
     from keel.core.model.evaluate import classification_metrics, confusion_drift
 
     with ws.session() as session:
+        in_set = (select(PredictionSet.id).where(PredictionSet.dataset_id == dataset_id,
+                                                 PredictionSet.model_version_id == model_version_id).scalar_subquery())
         rows = session.exec(select(Prediction.score, Prediction.actual).where(
-            Prediction.dataset_id == dataset_id, Prediction.model_version_id == model_version_id,
-            Prediction.actual != None)).all()  # noqa: E711
-        total = len(session.exec(select(Prediction.row_id).where(
-            Prediction.dataset_id == dataset_id, Prediction.model_version_id == model_version_id)).all())
+            Prediction.set_id == in_set, Prediction.actual != None)).all()  # noqa: E711
+        total = session.exec(select(func.count()).select_from(Prediction).where(Prediction.set_id == in_set)).one()
         mv = session.get(ModelVersion, model_version_id)
         estimate = dict(session.exec(select(MetricPoint.name, MetricPoint.value).where(
             MetricPoint.dataset_id == dataset_id, MetricPoint.model_version_id == model_version_id,

@@ -21,6 +21,7 @@ from keel.core.store.models import (
     ModelVersion,
     PipelineRun,
     Prediction,
+    PredictionSet,
     Review,
     ReviewDecision,
     StageRun,
@@ -165,21 +166,22 @@ def _put_in_production(session: Session, mv: ModelVersion, before: datetime | No
 def trace(engine: Engine, row_id: str, batch: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """Every stored prediction for ``row_id``: model version, its training data, the runs and the approval."""
     with Session(engine) as session:
-        query = select(Prediction).where(Prediction.row_id == str(row_id))
+        query = (select(Prediction, PredictionSet).join(PredictionSet, col(PredictionSet.id) == col(Prediction.set_id))
+                 .where(Prediction.row_id == str(row_id)))
         if batch:
-            query = query.where(Prediction.dataset_id == _resolve_batch(session, batch))
-        preds = session.exec(query.limit(limit)).all()
+            query = query.where(PredictionSet.dataset_id == _resolve_batch(session, batch))
+        preds = session.exec(query.order_by(col(PredictionSet.id)).limit(limit)).all()
         if not preds:
             where = f" in batch {batch}" if batch else ""
             raise NotFound(f"no prediction for row '{row_id}'{where}")
         out = []
-        for p in preds:
-            mv = session.get(ModelVersion, p.model_version_id)
+        for p, s in preds:
+            mv = session.get(ModelVersion, s.model_version_id)
             assert mv is not None
-            scored_by = _run(session, p.run_id)
+            scored_by = _run(session, s.run_id)
             out.append({
                 "row_id": p.row_id, "score": p.score, "label": p.label, "actual": p.actual,
-                "batch": _dataset(session, p.dataset_id),
+                "batch": _dataset(session, s.dataset_id),
                 "prediction_run": scored_by,
                 "model": {"name": mv.model_name, "version": mv.version, "status": mv.status,
                           "sha256": mv.artifact_sha256, "params_hash": mv.params_hash, "code_hash": mv.code_hash},

@@ -168,31 +168,14 @@ def table_names(engine: Engine) -> list[str]:
 __all__ = ["SQLModel", "dispose_engines", "get_engine", "insert_ignore", "session_scope", "unit_of_work"]
 
 
-@unit_of_work
-def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str],
-                       rows: Sequence[tuple[Any, ...]] | Callable[[], Iterable[tuple[Any, ...]]]) -> None:
-    """Insert many plain rows (already converted to driver types) in one transaction, skipping existing keys.
-
-    The fast path for predictions and metric points: the driver's own batch insert, no ORM per row. `rows` may be
-    a function making the rows afresh: both drivers take them as they come (sqlite3's executemany, psycopg2's pages
-    of 5000), so millions of rows never exist at once, and a retry of the unit (below) makes them again.
-    """
-    if isinstance(rows, Sequence) and not rows:
-        return
-    values = rows() if callable(rows) else rows
-    cols = ", ".join(columns)
-    with map_exceptions(store_errors(str(engine.url))):  # the driver's own errors: SQLAlchemy is not in between
+@contextmanager
+def raw_transaction(engine: Engine) -> Iterator[Any]:
+    """A DBAPI cursor in one transaction of its own: committed on success, rolled back on any error (a connection
+    that is gone never goes back to the pool); the driver's errors as the store's (SQLAlchemy is not in between)."""
+    with map_exceptions(store_errors(str(engine.url))):
         raw = engine.raw_connection()
         try:
-            cur = raw.cursor()
-            if engine.dialect.name == "sqlite":
-                marks = ", ".join("?" for _ in columns)
-                cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", values)  # type: ignore[arg-type]  # sqlite3 takes any iterable
-            else:
-                from psycopg2.extras import execute_values
-
-                execute_values(cur, f"INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING", values,
-                               page_size=5000)
+            yield raw.cursor()
             raw.commit()
         except BaseException:
             try:
@@ -202,3 +185,31 @@ def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str],
             raise
         finally:
             raw.close()
+
+
+def insert_rows_ignore(cur: Any, dialect: str, table: str, columns: Sequence[str],
+                       values: Iterable[tuple[Any, ...]]) -> None:
+    """The driver's own batch insert of plain rows on ``cur``, skipping existing keys: sqlite3's executemany,
+    psycopg2's pages of 5000; both take the rows as they come, so millions never exist at once."""
+    cols = ", ".join(columns)
+    if dialect == "sqlite":
+        marks = ", ".join("?" for _ in columns)
+        cur.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", values)
+    else:
+        from psycopg2.extras import execute_values
+
+        execute_values(cur, f"INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING", values, page_size=5000)
+
+
+@unit_of_work
+def bulk_insert_ignore(engine: Engine, table: str, columns: Sequence[str],
+                       rows: Sequence[tuple[Any, ...]] | Callable[[], Iterable[tuple[Any, ...]]]) -> None:
+    """Insert many plain rows (already converted to driver types) in one transaction, skipping existing keys.
+
+    The fast path for metric points: the driver's own batch insert, no ORM per row. `rows` may be a function
+    making the rows afresh, so a retry of the unit (below) makes them again.
+    """
+    if isinstance(rows, Sequence) and not rows:
+        return
+    with raw_transaction(engine) as cur:
+        insert_rows_ignore(cur, engine.dialect.name, table, columns, rows() if callable(rows) else rows)

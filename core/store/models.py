@@ -261,17 +261,29 @@ class FeatureDrift(SQLModel, table=True):
     detail: dict[str, Any] | None = _json()
 
 
+class PredictionSet(SQLModel, table=True):
+    """One model version's predictions for one dataset version, and the run that scored them."""
+
+    __tablename__ = "prediction_set"
+    __table_args__ = (UniqueConstraint("dataset_id", "model_version_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: str = Field(max_length=64)
+    model_version_id: int = Field(foreign_key="model_version.id")
+    run_id: str | None = Field(default=None, max_length=36)
+
+
 class Prediction(SQLModel, table=True):
-    """A model's prediction for one row of one dataset version."""
+    """A model's prediction for one row of its set's dataset version. The set holds what every row of it shares
+    (dataset, model version, run), so a row is its key, its score and its labels; on SQLite the table is its own
+    key's B-tree (WITHOUT ROWID): a batch's rows are one insert into one tree, not two."""
 
     __tablename__ = "prediction"
-    dataset_id: str = Field(primary_key=True, max_length=64)
+    __table_args__ = {"sqlite_with_rowid": False}
+    set_id: int = Field(primary_key=True, foreign_key="prediction_set.id")
     row_id: str = Field(primary_key=True, max_length=200)
-    model_version_id: int = Field(primary_key=True, foreign_key="model_version.id")
     score: float
     label: int | None = None
     actual: int | None = None
-    run_id: str | None = Field(default=None, max_length=36)
 
 
 class Alert(SQLModel, table=True):

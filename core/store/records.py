@@ -21,7 +21,7 @@ from sqlmodel import col, func, select
 
 from keel.core.jsonsafe import json_safe
 from keel.core.memo import Memo
-from keel.core.store.engine import bulk_insert_ignore, insert_ignore, unit_of_work
+from keel.core.store.engine import bulk_insert_ignore, insert_ignore, insert_rows_ignore, raw_transaction, unit_of_work
 from keel.core.store.models import (
     AlertCheck,
     Alias,
@@ -193,26 +193,35 @@ def quarantined_rows(ws: Workspace, dataset_id: str) -> list[int]:
 PREDICTION_CHUNK = 50_000
 
 
+@unit_of_work
 def record_predictions(ws: Workspace, dataset_id: str, model_version_id: int, ids: Sequence[str] | pl.Series,
                        scores: np.ndarray, actual: np.ndarray, threshold: float, run_id: str) -> None:
-    """One row per scored row, in one transaction. The rows are made PREDICTION_CHUNK at a time as the driver takes
-    them (afresh if the write is retried), so a 10M-row batch never exists as 10M Python tuples at once."""
+    """The set (dataset, model version, run) and one row per scored row, in one transaction. A set written before
+    keeps its rows and run: the same prediction written twice is one row. The rows are made PREDICTION_CHUNK at a
+    time as the driver takes them (afresh if the write is retried), so a 10M-row batch never exists as 10M Python
+    tuples at once."""
     if not len(ids) == len(scores) == len(actual):
         raise ValueError(f"{len(ids)} ids, {len(scores)} scores and {len(actual)} labels do not line up")
+    dialect = ws.engine.dialect.name
+    mark = "?" if dialect == "sqlite" else "%s"
+    with raw_transaction(ws.engine) as cur:
+        insert_rows_ignore(cur, dialect, "prediction_set", ("dataset_id", "model_version_id", "run_id"),
+                           [(dataset_id, model_version_id, run_id)])
+        cur.execute(f"SELECT id FROM prediction_set WHERE dataset_id = {mark} AND model_version_id = {mark}",
+                    (dataset_id, model_version_id))
+        set_id = cur.fetchone()[0]
 
-    def rows() -> Iterator[tuple[Any, ...]]:
-        for start in range(0, len(scores), PREDICTION_CHUNK):
-            part = slice(start, start + PREDICTION_CHUNK)
-            chunk = ids[part]
-            names = chunk.to_list() if isinstance(chunk, pl.Series) else list(chunk)
-            s = scores[part]
-            labels = (s >= threshold).astype(int).tolist()
-            act = [None if math.isnan(a) else int(a) for a in actual[part].tolist()]
-            yield from zip(repeat(dataset_id), names, repeat(model_version_id), s.tolist(), labels, act,
-                           repeat(run_id))
+        def rows() -> Iterator[tuple[Any, ...]]:
+            for start in range(0, len(scores), PREDICTION_CHUNK):
+                part = slice(start, start + PREDICTION_CHUNK)
+                chunk = ids[part]
+                names = chunk.to_list() if isinstance(chunk, pl.Series) else list(chunk)
+                s = scores[part]
+                labels = (s >= threshold).astype(int).tolist()
+                act = [None if math.isnan(a) else int(a) for a in actual[part].tolist()]
+                yield from zip(repeat(set_id), names, s.tolist(), labels, act)
 
-    bulk_insert_ignore(ws.engine, "prediction",
-                       ("dataset_id", "row_id", "model_version_id", "score", "label", "actual", "run_id"), rows)
+        insert_rows_ignore(cur, dialect, "prediction", ("set_id", "row_id", "score", "label", "actual"), rows())
 
 
 @unit_of_work

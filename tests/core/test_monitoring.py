@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from keel.core.config import Settings
 from keel.core.data.batches import time_span
@@ -19,7 +19,16 @@ from keel.core.model.evaluate import HIGHER_IS_BETTER
 from keel.core.monitoring import calibration, rules
 from keel.core.monitoring.estimate import choose_calibration
 from keel.core.store import queries
-from keel.core.store.models import Alert, AlertCheck, DatasetVersion, MetricPoint, ModelVersion, PipelineRun, Prediction
+from keel.core.store.models import (
+    Alert,
+    AlertCheck,
+    DatasetVersion,
+    MetricPoint,
+    ModelVersion,
+    PipelineRun,
+    Prediction,
+    PredictionSet,
+)
 from keel.core.workspace import Workspace
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]  # a Prefect server, real pipeline runs
@@ -145,8 +154,8 @@ def test_estimate_calibrates_on_the_newest_labelled_batches_production_scored(wo
     assert feb["production_before"] == mar["production_before"] == jan["production_version"]
     with Session(ws.engine) as s:
         v1 = s.exec(select(ModelVersion).where(ModelVersion.version == jan["production_version"])).one()
-        feb_labelled = len(s.exec(select(Prediction.row_id).where(
-            Prediction.dataset_id == feb["dataset_version"], Prediction.model_version_id == v1.id,
+        feb_labelled = len(s.exec(select(Prediction.row_id).join(PredictionSet, col(PredictionSet.id) == col(Prediction.set_id)).where(
+            PredictionSet.dataset_id == feb["dataset_version"], PredictionSet.model_version_id == v1.id,
             Prediction.actual.is_not(None))).all())
     assert feb["estimate"]["calibration_source"] == "holdout"
     assert feb["estimate"]["calibrated_on"] == [v1.holdout_dataset_id]

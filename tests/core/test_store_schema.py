@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -10,6 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import Engine
 
 from keel.core.data.batches import time_span, utc_times
 from keel.core.store.migrate import _config, current_revision, head_revision, upgrade
@@ -19,7 +23,7 @@ from keel.core.store.models import SQLModel
 def test_migrations_at_head_match_the_models(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0004"
+    assert current_revision(engine) == head_revision() == "0005"
     with engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diffs == [], f"models and migrations differ: add a migration (scripts/new-migration.sh): {diffs}"
@@ -35,13 +39,62 @@ def test_a_store_at_0001_is_upgraded_keeping_its_rows(tmp_path):
                           " VALUES ('abc', 'batch', 'csv', 3, 3, '/x', '2026-11-01 00:00:00')"))
     assert "data_to" not in {c["name"] for c in inspect(engine).get_columns("dataset_version")}
     upgrade(engine)
-    assert current_revision(engine) == "0004"
+    assert current_revision(engine) == "0005"
     assert {"data_from", "data_to"} <= {c["name"] for c in inspect(engine).get_columns("dataset_version")}
     assert "batch_time" in {c["name"] for c in inspect(engine).get_columns("metric_point")}
     assert "code_hash" in {c["name"] for c in inspect(engine).get_columns("pipeline_run")}
     assert "registry_commit" in inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id, rows, data_to FROM dataset_version")).all() == [("abc", 3, None)]
+
+
+@contextmanager
+def _store_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        from tests.postgres_db import fresh_database
+
+        with fresh_database() as url:
+            yield url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_predictions_stored_before_sets_existed_are_kept_row_for_row_both_ways(kind, tmp_path):
+    with _store_url(kind, tmp_path) as url:
+        engine = create_engine(url)
+        try:
+            _predictions_kept_across_0005(engine)
+        finally:
+            engine.dispose()
+
+
+def _predictions_kept_across_0005(engine: Engine) -> None:
+    cfg = _config()
+    old = [("d1", "r1", 1, 0.25, 0, 1, "run-a"), ("d1", "r2", 1, 0.75, 1, None, "run-a"),
+           ("d1", "r1", 2, 0.5, 1, 1, "run-b"), ("d2", "r1", 1, 0.125, 0, None, "run-c")]
+    models = [{"id": m, "v": m, "p": f"p{m}"} for m in (1, 2)]
+    columns = "dataset_id, row_id, model_version_id, score, label, actual, run_id"
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        conn.execute(text("INSERT INTO dataset_version (id, kind, format, rows, labelled_rows, artifact_uri, created_at)"
+                          " VALUES ('t', 'train', 'parquet', 1, 1, '/x', '2026-11-01 00:00:00')"))
+        conn.execute(text("INSERT INTO model_version (id, model_name, version, status, train_dataset_id, params_hash,"
+                          " code_hash, num_boost_round, artifact_uri, artifact_sha256, created_at) VALUES (:id, 'm', :v, 'candidate',"
+                          " 't', :p, 'c', 0, '/x', 's', '2026-11-01 00:00:00')"), models)
+        conn.execute(text(f"INSERT INTO prediction ({columns}) VALUES (:d, :r, :m, :s, :l, :a, :u)"),
+                     [dict(zip("drmslau", row, strict=True)) for row in old])
+    upgrade(engine)
+    joined = ("SELECT s.dataset_id, p.row_id, s.model_version_id, p.score, p.label, p.actual, s.run_id "
+              "FROM prediction p JOIN prediction_set s ON s.id = p.set_id")
+    with engine.connect() as conn:
+        assert sorted(conn.execute(text(joined)).all()) == sorted(old)
+        assert conn.execute(text("SELECT count(*) FROM prediction_set")).scalar_one() == 3
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+        assert sorted(conn.execute(text(f"SELECT {columns} FROM prediction")).all()) == sorted(old)
 
 
 @pytest.mark.parametrize("column", [

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from store_snapshot import snapshot
 
 from keel.core.store.models import (
     PipelineRun,
     Prediction,
+    PredictionSet,
     Quarantine,
     StageRun,
 )
@@ -92,7 +93,8 @@ def test_few_bad_rows_are_quarantined_and_the_rest_goes_on(demo_slices, demo_con
     summary = _run(path, demo_config)
     assert summary["status"] == "completed" and summary["quarantined_rows"] == 7
     with Session(_engine()) as s:
-        preds = list(s.exec(select(Prediction.row_id).where(Prediction.dataset_id == summary["dataset_version"])))
+        preds = list(s.exec(select(Prediction.row_id).join(PredictionSet, col(PredictionSet.id) == col(Prediction.set_id))
+                             .where(PredictionSet.dataset_id == summary["dataset_version"])))
     assert len(preds) == 3000 - 7
 
 

@@ -35,7 +35,7 @@ from keel.core.data.batches import read_batch, snapshot_file
 from keel.core.data.contract import learn_contract, validate
 from keel.core.data.features import feature_spec
 from keel.core.errors import DataError, KeelError
-from keel.core.store.models import DatasetVersion, Prediction, Quarantine
+from keel.core.store.models import DatasetVersion, Prediction, PredictionSet, Quarantine
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).parent / "corpus"
@@ -295,7 +295,8 @@ def check_store(world: World, outcome: Outcome, rows_in_file: int | None) -> dic
         with Session(engine) as s:
             dv = s.get(DatasetVersion, dataset_id)
             assert dv is not None
-            scored = len(s.exec(select(Prediction.row_id).where(Prediction.dataset_id == dataset_id)).all())
+            scored = len(s.exec(select(Prediction.row_id).join(PredictionSet, col(PredictionSet.id) == col(Prediction.set_id))
+                                 .where(PredictionSet.dataset_id == dataset_id)).all())
             quarantine = list(s.exec(select(Quarantine).where(Quarantine.dataset_id == dataset_id)))
         stored = Path(dv.artifact_uri).read_bytes()
         assert hashlib.sha256(stored).hexdigest() == dataset_id, f"{outcome.name}: hash and stored bytes differ"

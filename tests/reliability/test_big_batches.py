@@ -6,6 +6,9 @@ takes minutes on the shared test machine, so this test proves the chunked write 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import polars as pl
 import pytest
 import registry_world as world
@@ -30,7 +33,8 @@ def test_a_batch_of_several_prediction_chunks_stores_every_row_with_its_own_scor
     summary = score_batch(ws, batch, out)
     assert summary["scored"] == n
     with ws.engine.connect() as conn:
-        rows = conn.execute(text("SELECT row_id, score, label FROM prediction WHERE dataset_id = :d"),
+        rows = conn.execute(text("SELECT p.row_id, p.score, p.label FROM prediction p JOIN prediction_set s "
+                                 "ON s.id = p.set_id WHERE s.dataset_id = :d"),
                             {"d": summary["dataset_version"]}).all()
     stored = pl.DataFrame(rows, schema=["row_id", "score", "label"], orient="row").sort("row_id")
     written = pl.read_parquet(out).select("row_id", "score", "label").sort("row_id")
@@ -42,22 +46,29 @@ def test_a_batch_of_several_prediction_chunks_stores_every_row_with_its_own_scor
 
 def test_a_retried_prediction_write_makes_its_rows_again_and_stores_every_one(ws, keel_home):
     from keel.core.errors import StoreError
-    from keel.core.store.engine import bulk_insert_ignore
+    from keel.core.store.records import record_predictions
 
     summary = score_batch(ws, world.make_batch(keel_home.parent, n=10, seed=3, name="small.parquet"))
     with ws.engine.connect() as conn:
         model_id = conn.execute(text("SELECT id FROM model_version WHERE version = 1")).scalar_one()
-    tries = []
+    n = 3 * PREDICTION_CHUNK
 
-    def rows():  # noqa: ANN202 - the first try breaks off mid-way, as a dropped connection does
-        tries.append(1)
-        for i in range(3 * PREDICTION_CHUNK):
-            if len(tries) == 1 and i == PREDICTION_CHUNK:
+    class Ids(Sequence):  # the first try breaks off at the second chunk, as a dropped connection does
+        def __init__(self) -> None:
+            self.starts: list[int] = []
+
+        def __len__(self) -> int:
+            return n
+
+        def __getitem__(self, part):  # noqa: ANN001, ANN204 - slices only
+            self.starts.append(part.start)
+            if self.starts == [0, PREDICTION_CHUNK]:
                 raise StoreError("the connection to the store was dropped (test)", transient=True)
-            yield (summary["dataset_version"], f"x{i}", model_id, 0.5, 1, None, summary["run_id"])
+            return [f"x{i}" for i in range(*part.indices(n))]
 
-    bulk_insert_ignore(ws.engine, "prediction",
-                       ("dataset_id", "row_id", "model_version_id", "score", "label", "actual", "run_id"), rows)
+    ids = Ids()
+    record_predictions(ws, summary["dataset_version"], model_id, ids, np.full(n, 0.5), np.full(n, np.nan), 0.5,
+                       summary["run_id"])
     with ws.engine.connect() as conn:
         stored = conn.execute(text("SELECT count(*) FROM prediction WHERE row_id LIKE 'x%'")).scalar_one()
-    assert len(tries) == 2 and stored == 3 * PREDICTION_CHUNK
+    assert ids.starts.count(0) == 2 and stored == n

@@ -56,8 +56,8 @@ _QUERIES = {
     "models": "select model_name, version, artifact_sha256, status, train_dataset_id, holdout_dataset_id "
               "from model_version",
     "alias": "select a.model_name, a.alias, m.version from alias a join model_version m on m.id = a.model_version_id",
-    "predictions": "select count(*), round(cast(sum(score) as numeric), 6), count(distinct model_version_id) "
-                   "from prediction",
+    "predictions": "select count(*), round(cast(sum(p.score) as numeric), 6), count(distinct s.model_version_id) "
+                   "from prediction p join prediction_set s on s.id = p.set_id",
     "metrics": "select m.version, p.dataset_id, p.scope, p.name, round(cast(p.value as numeric), 9), p.alert "
                "from metric_point p join model_version m on m.id = p.model_version_id",
     "drift": "select dataset_id, reference_id, settings_hash, detected, n_drifted from drift_report",
@@ -74,8 +74,9 @@ _QUERIES = {
 _ORDERED = {"audit": "select action, model_name, version from audit_event order by id"}
 # rows that must point at something (no orphans): child table, column -> parent table, column
 _REFERENCES = [
-    ("prediction", "dataset_id", "dataset_version", "id"),
-    ("prediction", "run_id", "pipeline_run", "id"),
+    ("prediction", "set_id", "prediction_set", "id"),
+    ("prediction_set", "dataset_id", "dataset_version", "id"),
+    ("prediction_set", "run_id", "pipeline_run", "id"),
     ("metric_point", "dataset_id", "dataset_version", "id"),
     ("metric_point", "run_id", "pipeline_run", "id"),
     ("model_version", "train_dataset_id", "dataset_version", "id"),
