@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 import traceback
 from typing import Any, NoReturn
@@ -11,6 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from keel.core.errors import KeelError, mask_secrets
+from keel.core.faults import interrupt
 
 
 class KeelGroup(click.Group):
@@ -73,6 +75,8 @@ def main() -> None:
 
 
 def _run() -> int:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored (nohup, &)
+        signal.signal(signal.SIGINT, interrupt)
     try:
         code = cli.main(prog_name="keel", standalone_mode=False)
     except click.UsageError as exc:

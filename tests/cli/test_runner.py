@@ -153,6 +153,26 @@ def test_ctrl_c_reaches_the_command_and_the_runner_serves_on(served):
     assert again.returncode == 0 and json.loads(again.stdout)["status"] == "completed", again.stderr
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the finalizer's, on purpose
+def test_a_ctrl_c_that_python_swallows_in_a_finalizer_stops_the_run_at_the_next_crash_point():
+    from keel.core.faults import crash_point, interrupt
+
+    class Finalized:
+        def __del__(self) -> None:  # Ctrl-C arrives while Python runs a finalizer, which swallows what it raises
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):
+                pass
+
+    before = signal.signal(signal.SIGINT, interrupt)
+    try:
+        Finalized()  # dropped at once: its __del__ runs here and the KeyboardInterrupt is "ignored"
+        with pytest.raises(KeyboardInterrupt):
+            crash_point("score:start")
+        crash_point("score:done")  # once: the interrupt is not raised again
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_other_code_a_dead_runner_or_keel_runner_off_run_the_command_in_its_own_process(served, tmp_path):
     root, config, batches, home, info = served
     # keel's source copied and edited: the runner refuses it, once, and the command runs here
