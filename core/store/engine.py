@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,11 +40,26 @@ SQLITE_TIMEOUT = 30.0  # seconds a connection waits for another writer's lock
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    _wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: bulk inserts keep their index pages in memory
     cur.close()
+
+
+def _wal(cur: Any) -> None:
+    """WAL mode. Switching a new file to it needs the file to itself, and SQLite does not wait for that (its busy
+    handler is not called): of several processes opening a new store at once, some found it "locked". Tried again
+    until the connection's busy timeout has passed."""
+    deadline = time.monotonic() + cur.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def get_engine(url: str) -> Engine:

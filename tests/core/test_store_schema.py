@@ -156,6 +156,24 @@ def test_a_new_sqlite_store_opened_by_several_processes_at_once_is_migrated_once
     assert current_revision(create_engine(url)) == head_revision()
 
 
+def test_a_new_sqlite_store_another_process_holds_for_a_moment_is_opened_once_it_lets_go(tmp_path):
+    import sqlite3
+    import threading
+
+    from keel.core.store.engine import get_engine
+
+    path = tmp_path / "store.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process writing to the new file, as one that creates the store does
+    other.execute("CREATE TABLE t (x)")
+    threading.Timer(0.5, other.execute, ["COMMIT"]).start()
+    engine = get_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    assert current_revision(engine) == head_revision()
+    other.close()
+
+
 def test_a_new_postgresql_store_opened_by_several_processes_at_once_is_migrated_once():
     from tests.postgres_db import fresh_database
 
