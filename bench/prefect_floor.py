@@ -12,7 +12,6 @@ Run:  PYTHONPATH=. python bench/prefect_floor.py [--runs 20]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pipeline as bench  # noqa: E402
 
 
 def measure(runs: int) -> None:
@@ -98,15 +98,15 @@ def main() -> None:
     if args.inner:
         measure(args.runs)
         return
-    with tempfile.TemporaryDirectory(prefix="keel-prefect-floor-") as home:
-        env = {**os.environ, "KEEL_HOME": home, "PYTHONPATH": str(REPO)}
-        keel = [sys.executable, "-m", "keel"]
-        subprocess.run([*keel, "server", "start"], env=env, check=True, capture_output=True)
+    with tempfile.TemporaryDirectory(prefix="keel-prefect-floor-") as folder:
+        home = Path(folder)
+        env = bench.child_env(home)  # none of the caller's PREFECT_ or KEEL_ settings: this home's server only
+        bench.keel_cli(env, home, "server", "start")
         try:
             subprocess.run([sys.executable, __file__, "--inner", "--runs", str(args.runs)], env=env, check=True,
                            cwd=home)
         finally:
-            subprocess.run([*keel, "server", "stop"], env=env, capture_output=True)
+            bench.keel_cli(env, home, "server", "stop")
 
 
 if __name__ == "__main__":
