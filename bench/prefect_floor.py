@@ -4,7 +4,10 @@ The floor under keel's per-batch cost (bench/perbatch.py): every batch is one fl
 task run per cached stage. This starts `keel server start` in a fresh KEEL_HOME (untimed), then times, in one
 process with Prefect's settings as keel sets them (heartbeats off, as keel's runs), alternating, an empty flow and
 a flow calling one empty task, each `--runs` times after one warm-up, and lists the API requests of one flow run
-with their times (from the HTTP client).
+with their times (from the HTTP client). Then what Prefect's walk through a task's arguments costs: a flow calling
+three tasks with arguments the size of the demo's model references (about 320, 200 and 160 values, as keel's
+monitor, drift and score tasks take), passed as they are and wrapped in `opaque` (as keel passes them: Prefect
+takes the value without walking inside it).
 
 Run:  PYTHONPATH=. python bench/prefect_floor.py [--runs 20]
 """
@@ -31,6 +34,7 @@ def measure(runs: int) -> None:
     import httpx
     from prefect import flow, task
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.utilities.annotations import opaque
 
     from keel.cli.pipeline import _quiet_prefect
 
@@ -72,12 +76,29 @@ def measure(runs: int) -> None:
     def flow_with_a_task(x: int) -> int:
         return empty_task(x)
 
-    times: dict[str, list[float]] = {"empty flow": [], "flow with one task": []}
+    @task
+    def takes_a_reference(ref: dict[str, Any], x: int) -> int:
+        return x
+
+    refs = [model_reference(n) for n in (320, 200, 160)]
+
+    @flow(validate_parameters=False)
+    def three_tasks_plain(x: int) -> int:
+        return sum(takes_a_reference(ref, x) for ref in refs)
+
+    @flow(validate_parameters=False)
+    def three_tasks_opaque(x: int) -> int:
+        return sum(takes_a_reference(opaque(ref), opaque(x)) for ref in refs)
+
+    flows = {"empty flow": empty_flow, "flow with one task": flow_with_a_task,
+             "3 tasks, references as they are": three_tasks_plain, "3 tasks, references opaque": three_tasks_opaque}
+    times: dict[str, list[float]] = {name: [] for name in flows}
     listed: dict[str, list[tuple[str, str, float]]] = {}
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        empty_flow(0), flow_with_a_task(0)
+        for fn in flows.values():
+            fn(0)
         for i in range(runs):
-            for name, fn in (("empty flow", empty_flow), ("flow with one task", flow_with_a_task)):
+            for name, fn in flows.items():
                 requests.clear()
                 start = time.perf_counter()
                 fn(i)
@@ -85,9 +106,28 @@ def measure(runs: int) -> None:
                 listed[name] = list(requests)
     for name, values in times.items():
         api = sum(ms for _, _, ms in listed[name])
-        print(f"{name:20s} median {statistics.median(values):6.1f} ms over {runs} runs; one run's "
+        print(f"{name:32s} median {statistics.median(values):6.1f} ms over {runs} runs; one run's "
               f"{len(listed[name])} API requests {api:.1f} ms:")
         print("    " + ", ".join(f"{method} {path} {ms:.1f}" for method, path, ms in listed[name]))
+    plain, wrapped = (statistics.median(times[k]) for k in ("3 tasks, references as they are",
+                                                            "3 tasks, references opaque"))
+    print(f"opaque arguments save {plain - wrapped:.1f} ms a flow run of three such tasks "
+          f"({(plain - wrapped) / 3:.1f} ms a task)")
+
+
+def model_reference(values: int) -> dict[str, Any]:
+    """A dict shaped like keel's model reference (spec, categories, importance, contract) with about ``values``
+    values in all: the number Prefect visits when it walks the argument."""
+    features = [f"feature_{i}" for i in range(15)]
+    ref: dict[str, Any] = {"id": 1, "version": 1, "sha256": "0" * 64, "uri": "models/0.txt",
+                           "spec": {"features": features, "categorical": features[:3], "target": "late"},
+                           "importance": dict.fromkeys(features, 1.0), "categories": {}}
+    left = values - 40
+    for i, name in enumerate(features[:3]):
+        n = left // (3 - i)
+        ref["categories"][name] = [f"{name}-{j}" for j in range(n)]
+        left -= n
+    return ref
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ configure_prefect()  # before Prefect: a worker loads this file by path in a fre
 from prefect import Task, flow, get_run_logger, task
 from prefect.context import get_run_context
 from prefect.exceptions import Pause
+from prefect.utilities.annotations import opaque
 
 from keel.core.config import ContractConfig, DriftConfig
 from keel.core.data.features import Columns
@@ -117,8 +118,8 @@ class Stages:
         cached = False
         crash_point(f"{name}:start")
         try:
-            if isinstance(fn, Task):
-                state = with_result_storage(fn, self.ws.settings)(*args, return_state=True)
+            if isinstance(fn, Task):  # opaque: Prefect links a task's result to the next task, never walks inside
+                state = with_result_storage(fn, self.ws.settings)(*map(opaque, args), return_state=True)
                 cached = state.name == "Cached"
                 result = state.result()
             else:
