@@ -2,7 +2,8 @@
 
 The floor under keel's per-batch cost (bench/perbatch.py): every batch is one flow run of `run_pipeline` with a
 task run per cached stage. This starts `keel server start` in a fresh KEEL_HOME (untimed), then times, in one
-process with Prefect's settings as keel sets them (heartbeats off, as keel's runs), alternating, an empty flow and
+process with Prefect's settings and API client as keel's commands have them (heartbeats off; one client shared
+by every flow run, so no TLS context and no CSRF token per run), alternating, an empty flow and
 a flow calling one empty task, each `--runs` times after one warm-up, and lists the API requests of one flow run
 with their times (from the HTTP client). Then what Prefect's walk through a task's arguments costs: a flow calling
 three tasks with arguments the size of the demo's model references (about 320, 200 and 160 values, as keel's
@@ -33,12 +34,13 @@ def measure(runs: int) -> None:
     configure_prefect()
     import httpx
     from prefect import flow, task
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.utilities.annotations import opaque
 
-    from keel.cli.pipeline import _quiet_prefect
+    from keel.cli.pipeline import _quiet_prefect, _share_client
 
     _quiet_prefect()
+    _share_client(PREFECT_API_URL.value())  # one API client for every flow run, as keel's commands have
     requests: list[tuple[str, str, float]] = []
 
     def note(request: Any, start: float) -> None:
