@@ -54,3 +54,63 @@ def test_a_lightgbm_failure_in_training_is_one_line_naming_the_stage():
     assert str(caught.value) == "LightGBM failed while training: Unknown objective type name: nonsense"
     with pytest.raises(ModelError, match=r"^LightGBM failed while training: Check failed: \(num_data\) > \(0\)$"):
         train_model(frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("y")), spec, model_params({}, 1), 5)
+
+
+_AHEAD = """
+import os, sys
+from pathlib import Path
+
+import numpy as np
+
+from keel.core.model import fit
+
+
+def training_children():
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"keel.core.model.fit" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+fit.warm_up()
+fit.warm_up()  # one waits at a time
+ahead = training_children()
+rng = np.random.default_rng(0)
+X = rng.normal(size=(400, 2))
+y = (X[:, 0] > 0).astype(float)
+text, _ = fit.fit(X, y, ["a", "b"], [], {"objective": "binary", "verbose": -1, "num_threads": 1}, 5)
+after_fit = training_children()
+fit.warm_up()
+left = training_children()
+import json
+print(json.dumps({"ahead": ahead, "after_fit": after_fit, "left": left, "fitted": text.startswith("tree")}))
+"""
+
+
+def test_a_training_process_started_ahead_serves_the_next_fit_and_one_left_unused_ends_with_keel():
+    """`keel run` starts the next fit's training process before the run's first stage (LightGBM imports on the
+    other core meanwhile): one at a time, the fit takes it rather than starting another, and one the run never
+    used does not outlive the process that started it."""
+    import json
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", _AHEAD], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["fitted"]
+    assert len(seen["ahead"]) == 1, "one training process waits, however often it is asked for"
+    assert seen["after_fit"] == [], "the fit took the waiting process (a second one would still be waiting)"
+    (left,) = seen["left"]
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{left}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{left}").exists(), "the unused training process outlived keel"
