@@ -7,8 +7,11 @@ the demo's flight ids are), writes a labels file for one batch in the middle, an
 `attach_labels` (the `keel labels` command's work: read the file, find the predictions, write the labels, measure
 the batch) and the floor: one SELECT of those ids' predictions with all the ids in one statement (sqlite3, no
 keel). Each attach writes the same labels again (after the first, nothing changes), so the rounds compare alike.
+With --index, it then times what an index on prediction(row_id) would cost every batch: keel's write of a new
+batch's predictions, `--repeat` times without the index and with it. `--ids uuid` gives every row a random id
+instead of one that begins with its batch's day.
 
-Run:  PYTHONPATH=. python bench/labels.py [--sets 365] [--rows 28000] [--repeat 3]
+Run:  PYTHONPATH=. python bench/labels.py [--sets 365] [--rows 28000] [--repeat 3] [--ids day|uuid] [--index]
 See bench/README.md, "## Labels".
 """
 
@@ -23,6 +26,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -30,9 +34,15 @@ import polars as pl
 REPO = Path(__file__).resolve().parent.parent
 
 
-def build(home: Path, sets: int, rows: int) -> tuple[Path, list[str]]:
-    """The store: `sets` batches of `rows` scored rows each; returns the labels file for the middle batch and
-    its ids."""
+def row_ids(kind: str, batch: int, rows: int) -> list[str]:
+    if kind == "uuid":
+        return [str(uuid.uuid4()) for _ in range(rows)]
+    return [f"2013-{1 + batch // 28 % 12}-{1 + batch % 28}-{batch}-{i}" for i in range(rows)]
+
+
+def build(home: Path, sets: int, rows: int, kind: str) -> tuple[Path, list[str], int]:
+    """The store: `sets` batches of `rows` scored rows each; returns the labels file for the middle batch, its ids
+    and the model version's id."""
     from keel.core.data.demo import DEMO_CONFIG
     from keel.core.store import records
     from keel.core.workspace import Workspace
@@ -48,19 +58,54 @@ def build(home: Path, sets: int, rows: int) -> tuple[Path, list[str]]:
                                      "train_metrics": {}, "positive": "1"})
     middle: list[str] = []
     for s in range(sets):
-        day = f"2013-{1 + s // 28 % 12}-{1 + s % 28}-{s}"
-        dataset_id = f"{s:064d}"
-        records.register_dataset(ws, {"id": dataset_id, "kind": "batch", "format": "parquet", "rows": rows,
-                                      "artifact_uri": "none"})
-        run_id = records.start_run(ws, f"batch-{s}", str(uuid.uuid4()))
-        ids = [f"{day}-{i}" for i in range(rows)]
-        scores = rng.random(rows)
-        records.record_predictions(ws, dataset_id, mv.id or 0, ids, scores, np.full(rows, np.nan), 0.5, run_id)
+        ids = scored_batch(ws, mv.id or 0, s, row_ids(kind, s, rows), rng)
         if s == sets // 2:
             middle = ids
     labels = home / "labels.csv"
     pl.DataFrame({"flight_id": middle, "delayed": rng.integers(0, 2, len(middle))}).write_csv(labels)
-    return labels, middle
+    return labels, middle, mv.id or 0
+
+
+def scored_batch(ws: Any, model_version_id: int, batch: int, ids: list[str], rng: np.random.Generator) -> list[str]:
+    """One batch's dataset version, run and predictions, written as a pipeline run writes them."""
+    from keel.core.store import records
+
+    dataset_id = f"{batch:064d}"
+    records.register_dataset(ws, {"id": dataset_id, "kind": "batch", "format": "parquet", "rows": len(ids),
+                                  "artifact_uri": "none"})
+    run_id = records.start_run(ws, f"batch-{batch}", str(uuid.uuid4()))
+    records.record_predictions(ws, dataset_id, model_version_id, ids, rng.random(len(ids)), np.full(len(ids), np.nan),
+                               0.5, run_id)
+    return ids
+
+
+def index_cost(ws: Any, db: Path, mv: int, args: argparse.Namespace) -> None:
+    """keel's write of a new batch's predictions without and with an index on prediction(row_id)."""
+    rng = np.random.default_rng(1)
+    batch = args.sets + 1
+
+    def writes() -> list[float]:
+        nonlocal batch
+        spent = []
+        for _ in range(args.repeat):
+            ids = row_ids(args.ids, batch, args.rows)
+            start = time.perf_counter()
+            scored_batch(ws, mv, batch, ids, rng)
+            spent.append(time.perf_counter() - start)
+            batch += 1
+        return spent
+
+    without = writes()
+    with sqlite3.connect(db) as conn:
+        start = time.perf_counter()
+        conn.execute("CREATE INDEX bench_prediction_row_id ON prediction (row_id)")
+        built = time.perf_counter() - start
+    indexed = writes()
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP INDEX bench_prediction_row_id")
+    print(f"a new batch's predictions written, {args.ids} ids: without an index on row_id "
+          f"{', '.join(f'{t:.2f}' for t in without)} s; with it {', '.join(f'{t:.2f}' for t in indexed)} s "
+          f"(the index built in {built:.1f} s)")
 
 
 def main() -> None:
@@ -68,13 +113,15 @@ def main() -> None:
     parser.add_argument("--sets", type=int, default=365, help="batches of predictions in the store")
     parser.add_argument("--rows", type=int, default=28_000, help="predictions per batch (the demo's month: 28k)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ids", choices=["day", "uuid"], default="day", help="row ids: the batch's day first, or random")
+    parser.add_argument("--index", action="store_true", help="also time a batch's write with an index on row_id")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     with tempfile.TemporaryDirectory(prefix="keel-labels-") as folder:
         home = Path(folder)
         os.environ.update(KEEL_HOME=str(home / ".keel"), DO_NOT_TRACK="1")
         began = time.perf_counter()
-        labels, ids = build(home, args.sets, args.rows)
+        labels, ids, mv = build(home, args.sets, args.rows, args.ids)
         from keel.core.monitoring.labels import attach_labels
         from keel.core.workspace import Workspace
 
@@ -100,6 +147,8 @@ def main() -> None:
         print(f"keel labels (attach_labels), {len(ids):,} labels: median {k:.2f} s  ({', '.join(f'{t:.2f}' for t in keel_s)})")
         print(f"floor: one SELECT of those ids:       median {f:.2f} s  ({', '.join(f'{t:.2f}' for t in floor_s)})")
         print(f"ratio {k / f:.2f}x")
+        if args.index:
+            index_cost(ws, db, mv, args)
 
 
 if __name__ == "__main__":
