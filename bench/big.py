@@ -16,8 +16,8 @@ For each size, in one invocation (so both sides see the same machine load):
 
 Each side runs under a wrapper that reports wall time and the peak memory two ways: the largest single process
 (`ru_maxrss` of RUSAGE_CHILDREN) and the whole process tree (the sum of RSS over the wrapper's descendants,
-polled from /proc every 0.2 s; keel's tree includes Prefect's temporary server). Files go to a temporary folder
-(or --dir) that is deleted at the end.
+polled from /proc every 0.2 s; keel's tree includes Prefect's temporary server), and keel's time per stage from
+the run's stage rows. Files go to a temporary folder (or --dir) that is deleted at the end.
 
 Run:  PYTHONPATH=. .venv/bin/python bench/big.py [--sizes 1000000,3000000,10000000] [--dir DIR] [--json FILE]
 See bench/README.md, "## Big batches".
@@ -228,6 +228,16 @@ def run_floor(work: Path, first: Path, big: Path, home: Path) -> dict[str, Any]:
     return result
 
 
+def stage_times(home: Path, run_id: str) -> dict[str, float]:
+    """Each stage's time in the big run, in the order they ran, from its stage_run rows (skipped stages left out)."""
+    import sqlite3
+
+    with sqlite3.connect(home / "keel.db") as db:
+        rows = db.execute("SELECT name, duration_ms FROM stage_run WHERE run_id = ? AND status <> 'skipped' "
+                          "ORDER BY id", (run_id,)).fetchall()
+    return {name: ms / 1000 for name, ms in rows}
+
+
 # --- report -----------------------------------------------------------------------------------------------
 
 
@@ -256,15 +266,21 @@ def main() -> None:
             keel, home = run_keel(work, first, big)
             floor = run_floor(work, first, big, home)
             s = keel["summary"]
+            stages = stage_times(home, s["run_id"])
             rows.append({"rows": n, "file_mib": big.stat().st_size / 2**20,
                          "keel": {k: keel[k] for k in ("wall", "cpu", "maxrss", "tree_peak")},
                          "floor": {k: floor[k] for k in ("wall", "cpu", "maxrss", "tree_peak")},
                          "keel_status": s["status"], "decision": s["decision"],
-                         "quarantined": s.get("quarantined_rows"), "floor_summary": floor["summary"]})
+                         "quarantined": s.get("quarantined_rows"), "floor_summary": floor["summary"],
+                         "stages_s": stages})
             print(f"  keel  {keel['wall']:7.1f} s (cpu {keel['cpu']:6.1f} s)  {n / keel['wall']:>10,.0f} rows/s  max RSS {gib(keel['maxrss'])} GiB"
                   f"  tree {gib(keel['tree_peak'])} GiB  ({s['status']}, {s['decision']})", flush=True)
             print(f"  floor {floor['wall']:7.1f} s (cpu {floor['cpu']:6.1f} s)  {n / floor['wall']:>10,.0f} rows/s  max RSS "
                   f"{gib(floor['maxrss'])} GiB  tree {gib(floor['tree_peak'])} GiB", flush=True)
+            staged = sum(stages.values())
+            print("  keel's stages (the run's stage rows): " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+                  + f"; outside them {keel['wall'] - staged:.1f} s (start-up, plan, store writes between stages, exit)",
+                  flush=True)
             shutil.rmtree(work)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -134,3 +134,21 @@ def test_artifacts_are_content_addressed_and_verified(tmp_path):
     path.write_bytes(b"model texT")
     with pytest.raises(ChecksumMismatch, match="does not match"):
         store.read_verified(path, sha)
+
+
+@pytest.mark.parametrize("times", [
+    ["2013-01-01 05:00:00", "2013-01-01 05:00:00", "2013-01-01 06:00:00", None, "not a time", "2013-01-02 23:00:00"],
+    ["2013-01-01T05:00:00+01:00", "2013-01-01T05:00:00+01:00", "2013-07-01T06:30:00-04:00"],
+    ["2013-01-01", "2013-01-01", "2013-02-28"],
+])
+def test_a_time_column_parses_the_same_by_distinct_value_and_whole(times, monkeypatch):
+    """Short time columns are parsed one distinct string at a time, long ones whole (memory): the same times."""
+    from keel.core.data import batches
+
+    frame = pl.DataFrame({"t": times * 50}, schema={"t": pl.String})
+    by_distinct = batches.utc_times(frame, "t")
+    monkeypatch.setattr(batches, "DISTINCT_PARSE_ROWS", 10)
+    whole = batches.utc_times(frame, "t")
+    assert by_distinct is not None and whole is not None
+    assert by_distinct.to_list() == whole.to_list() and by_distinct.dtype == whole.dtype
+    assert by_distinct.null_count() < len(frame)
