@@ -242,12 +242,12 @@ def utc_times(frame: pl.DataFrame, column: str | None) -> pl.Series | None:
         # up to DISTINCT_PARSE_ROWS, each distinct string parsed once (a batch's times repeat: the demo's 28k rows
         # hold 700 hours), in order of first appearance, so the format polars infers from the first value is the one
         # it infers for the column; above it, the column parsed whole (mapping 10M rows back cost 4.8 GiB of peak)
-        distinct = values.unique(maintain_order=True) if len(values) <= DISTINCT_PARSE_ROWS else values
+        to_parse = values.unique(maintain_order=True) if len(values) <= DISTINCT_PARSE_ROWS else values
         try:
-            parsed = distinct.str.to_datetime(strict=False, time_unit="us")
+            parsed = to_parse.str.to_datetime(strict=False, time_unit="us")
         except (pl.exceptions.PolarsError, ValueError):
             return None
-        values = values.replace_strict(distinct, parsed, return_dtype=parsed.dtype) if len(distinct) < len(values) \
+        values = values.replace_strict(to_parse, parsed, return_dtype=parsed.dtype) if len(to_parse) < len(values) \
             else parsed
     if values.dtype == pl.Date:
         values = values.cast(pl.Datetime("us"))

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -57,7 +63,8 @@ def test_a_lightgbm_failure_in_training_is_one_line_naming_the_stage():
 
 
 _AHEAD = """
-import os, sys
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +95,6 @@ text, _ = fit.fit(X, y, ["a", "b"], [], {"objective": "binary", "verbose": -1, "
 after_fit = training_children()
 fit.warm_up()
 left = training_children()
-import json
 print(json.dumps({"ahead": ahead, "after_fit": after_fit, "left": left, "fitted": text.startswith("tree")}))
 """
 
@@ -97,12 +103,6 @@ def test_a_training_process_started_ahead_serves_the_next_fit_and_one_left_unuse
     """`keel run` starts the next fit's training process before the run's first stage (LightGBM imports on the
     other core meanwhile): one at a time, the fit takes it rather than starting another, and one the run never
     used does not outlive the process that started it."""
-    import json
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     out = subprocess.run([sys.executable, "-c", _AHEAD], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
